@@ -1,0 +1,74 @@
+"""capshap: explain image captions word by word with Owen values over image regions.
+
+The small public API::
+
+    import capshap
+    exps = capshap.explain("examples/")           # offline default captioner
+    exps[0].plot(); exps[0].save("out/1")
+
+Heavy parts (torch, transformers, scikit-image) load only when used.
+"""
+
+from importlib import import_module
+from typing import Any
+
+from .explain import explain, explain_image, make_scorer, make_tree
+from .explanation import Explanation
+from .images import ImageError, iter_images, load_image
+from .masking import Masker
+from .models import (
+    Captioner,
+    FunctionCaptioner,
+    FunctionScorer,
+    OwnHead,
+    PresenceScorer,
+    Scorer,
+    as_captioner,
+)
+from .owen import OwenResult, owen
+from .partition import Tree, axis_aligned
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "HFCaptioner": ".hf",
+    "SurrogateScorer": ".surrogate",
+    "AzureCaptioner": ".azure",
+    "AzureError": ".azure",
+    "BuiltinCaptioner": ".builtin",
+    "segments": ".segments",
+    "from_labels": ".segments",
+    "from_masks": ".segments",
+    "plot_grid": ".plots",
+}
+
+__all__ = [
+    "explain",
+    "explain_image",
+    "make_scorer",
+    "make_tree",
+    "Explanation",
+    "ImageError",
+    "iter_images",
+    "load_image",
+    "Masker",
+    "Captioner",
+    "FunctionCaptioner",
+    "FunctionScorer",
+    "OwnHead",
+    "PresenceScorer",
+    "Scorer",
+    "as_captioner",
+    "OwenResult",
+    "owen",
+    "Tree",
+    "axis_aligned",
+    "__version__",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'capshap' has no attribute {name!r}")

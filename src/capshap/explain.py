@@ -1,0 +1,261 @@
+"""The path one image takes: caption -> bound scorer -> tree -> masker -> Owen values."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from . import images as _images
+from .explanation import Explanation
+from .masking import Fill, Masker
+from .models import Captioner, OwnHead, PresenceScorer, Scorer, as_captioner
+from .owen import check_params, owen
+from .partition import Tree, axis_aligned
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["explain", "explain_image", "make_tree", "make_scorer", "SEGMENT_METHODS"]
+
+SEGMENT_METHODS = ("slic", "felzenszwalb", "quickshift")
+
+TreeSpec = Union[str, Tree, np.ndarray, Sequence[np.ndarray]]
+
+
+def make_tree(spec: TreeSpec, image: np.ndarray, *, channels: bool = False, n_segments: int = 64) -> Tree:
+    """Build the region tree for ``image`` (H, W, 3) from a spec.
+
+    spec: "axis" (shap's axis-aligned halves), "slic" / "felzenszwalb" / "quickshift"
+    (superpixels merged into a hierarchy), a :class:`Tree`, an (H, W) integer label map,
+    or a list of (H, W) boolean masks.
+    """
+    H, W = image.shape[:2]
+    if isinstance(spec, Tree):
+        if spec.shape[:2] != (H, W):
+            raise ValueError(f"the tree covers {spec.shape[:2]} pixels but the image is {(H, W)}")
+        return spec
+    if isinstance(spec, str):
+        s = spec.lower()
+        if s == "axis":
+            return axis_aligned(H, W, channels=channels)
+        if s in SEGMENT_METHODS:
+            from .segments import segments
+
+            return segments(image, method=s, n_segments=n_segments)
+        raise ValueError(f"unknown tree {spec!r}; use axis, {', '.join(SEGMENT_METHODS)}, a label map or masks")
+    from .segments import from_labels, from_masks
+
+    if isinstance(spec, np.ndarray) and spec.ndim == 2:
+        return from_labels(spec, image=image)
+    return from_masks(list(spec), image=image)
+
+
+def make_scorer(scorer: Any, captioner: Captioner | None, caption: str) -> Scorer:
+    """Bind a scorer spec to ``caption``.
+
+    scorer: None or "own" (the captioner's own head), "presence" (word presence in the
+    masked image's caption), a factory with ``bind(caption)``, a function caption ->
+    Scorer, or an already bound :class:`Scorer`.
+    """
+    if scorer is None or (isinstance(scorer, str) and scorer == "own"):
+        if captioner is None:
+            raise ValueError("scorer='own' needs a captioner")
+        return OwnHead(captioner).bind(caption)
+    if isinstance(scorer, str):
+        if scorer == "presence":
+            if captioner is None:
+                raise ValueError("scorer='presence' needs a captioner")
+            return PresenceScorer(captioner).bind(caption)
+        raise ValueError(f"unknown scorer {scorer!r}; use 'own', 'presence' or a scorer object")
+    if isinstance(scorer, Scorer):
+        return scorer
+    if callable(getattr(scorer, "bind", None)):
+        return scorer.bind(caption)
+    if callable(scorer):
+        out = scorer(caption)
+        if not isinstance(out, Scorer):
+            raise TypeError(f"scorer function returned {type(out).__name__}, expected a capshap Scorer")
+        return out
+    raise TypeError(f"cannot use {type(scorer).__name__} as a scorer")
+
+
+def explain_image(
+    image: np.ndarray,
+    scorer: Scorer,
+    *,
+    mask: Fill = "inpaint_ns",
+    max_evals: int = 300,
+    batch_size: int = 50,
+    fixed_context: int | None = None,
+    tree: TreeSpec = "axis",
+    channels: bool = False,
+    n_segments: int = 64,
+    seed: int | None = 0,
+    name: str = "image",
+    progress: Callable[[int], None] | None = None,
+    threads: int | None = None,
+) -> Explanation:
+    """Explain the caption a bound ``scorer`` holds on one image.
+
+    image: (H, W, 3) uint8. Returns an :class:`Explanation` with values (H, W, T) float32
+    (or (H, W, 3, T) with ``channels=True`` on the axis tree).
+    """
+    check_params(max_evals, batch_size, fixed_context)
+    image = _images.to_rgb_uint8(image)
+    t0 = time.perf_counter()
+    region_tree = make_tree(tree, image, channels=channels, n_segments=n_segments)
+    masker = Masker(image, region_tree, mask, threads=threads)
+    t_tree = time.perf_counter() - t0
+    captions: list[str] = []
+    made_captions = [False]
+    timing = {"mask": 0.0, "model": 0.0}
+
+    def evaluate(coalitions: list[tuple[int, ...]]) -> np.ndarray:
+        a = time.perf_counter()
+        batch = masker.render(coalitions)
+        b = time.perf_counter()
+        scores, caps = scorer.score_with_captions(batch)
+        c = time.perf_counter()
+        timing["mask"] += b - a
+        timing["model"] += c - b
+        if caps is not None:
+            made_captions[0] = True
+            captions.extend(caps)
+        else:
+            captions.extend([""] * len(coalitions))
+        return scores
+
+    t1 = time.perf_counter()
+    res = owen(
+        region_tree,
+        evaluate,
+        max_evals=max_evals,
+        batch_size=batch_size,
+        fixed_context=fixed_context,
+        seed=seed,
+        progress=progress,
+    )
+    t_owen = time.perf_counter() - t1
+    T = res.node_values.shape[1] if res.node_values.size else len(scorer.tokens)
+    if T != len(scorer.tokens):
+        raise ValueError(
+            f"the scorer returned {T} scores per image but its caption has {len(scorer.tokens)} tokens "
+            f"({scorer.tokens!r}); a scorer must return one column per token"
+        )
+    dense = np.zeros((region_tree.n_nodes, T))
+    dense[res.nodes] = res.node_values
+    values = region_tree.lower(dense).astype(np.float32)
+    total = time.perf_counter() - t0
+    params = {
+        "max_evals": int(max_evals),
+        "batch_size": int(batch_size),
+        "fixed_context": fixed_context,
+        "mask": mask if not isinstance(mask, np.ndarray) else "background image",
+        "tree": region_tree.kind,
+        "channels": bool(region_tree.channels),
+        "n_segments": int(n_segments) if region_tree.kind != "axis" else None,
+        "seed": seed,
+        "scorer": type(scorer).__name__,
+    }
+    return Explanation(
+        values=values,
+        base_values=res.base_values,
+        outputs=res.outputs,
+        tokens=list(scorer.tokens),
+        caption=scorer.caption,
+        image=image,
+        params=params,
+        nodes=res.nodes,
+        node_values=res.node_values,
+        coalitions=res.coalitions,
+        scores=res.scores,
+        captions=captions if made_captions[0] else None,
+        tree=region_tree,
+        name=name,
+        timings={
+            "tree": t_tree,
+            "owen": t_owen,
+            "mask": timing["mask"],
+            "model": timing["model"],
+            "engine": t_owen - timing["mask"] - timing["model"],
+            "total": total,
+        },
+        info={"n_calls": res.n_calls, "budget_used": res.budget_used, "n_evals": res.n_evals},
+    )
+
+
+def explain(
+    images: Any,
+    captioner: Any = None,
+    scorer: Any = None,
+    *,
+    mask: Fill = "inpaint_ns",
+    max_evals: int = 300,
+    batch_size: int = 50,
+    fixed_context: int | None = None,
+    tree: TreeSpec = "axis",
+    max_side: int | None = 500,
+    seed: int | None = 0,
+    channels: bool = False,
+    n_segments: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> list[Explanation]:
+    """Caption and explain images; the defaults are the SHAP notebook's.
+
+    images: a path (file or folder), a list of paths, arrays (H, W, 3) or PIL images.
+    captioner: a Captioner or a function image -> str; None gives the embedded offline
+    default (EfficientNet-Lite0 "a photo of a {label}"). scorer: see :func:`make_scorer`.
+    Returns one :class:`Explanation` per image, in order.
+    """
+    check_params(max_evals, batch_size, fixed_context)
+    cap = _default_captioner() if captioner is None else as_captioner(captioner)
+    out = []
+    for name, img in _iter_inputs(images, max_side):
+        t0 = time.perf_counter()
+        caption = cap.caption([img])[0]
+        t_cap = time.perf_counter() - t0
+        bound = make_scorer(scorer, cap, caption)
+        exp = explain_image(
+            img,
+            bound,
+            mask=mask,
+            max_evals=max_evals,
+            batch_size=batch_size,
+            fixed_context=fixed_context,
+            tree=tree,
+            channels=channels,
+            n_segments=n_segments,
+            seed=seed,
+            name=name,
+            progress=progress,
+        )
+        exp.timings["caption"] = t_cap
+        exp.params["captioner"] = getattr(cap, "name", type(cap).__name__)
+        out.append(exp)
+    return out
+
+
+def _default_captioner() -> Captioner:
+    from .builtin import BuiltinCaptioner
+
+    return BuiltinCaptioner()
+
+
+def _iter_inputs(images: Any, max_side: int | None) -> Iterable[tuple[str, np.ndarray]]:
+    if isinstance(images, (str, Path)) or (
+        isinstance(images, (list, tuple)) and images and all(isinstance(p, (str, Path)) for p in images)
+    ):
+        for rec in _images.iter_images(images, max_side=max_side):
+            if rec.error is not None:
+                raise rec.error
+            yield rec.name, rec.array
+        return
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    for i, im in enumerate(images if isinstance(images, (list, tuple)) else [images]):
+        arr = _images.load_image(im, max_side=max_side)
+        yield f"image{i}", arr

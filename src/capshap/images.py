@@ -1,0 +1,617 @@
+"""Image loading: read, validate, orient and fit images to uint8 RGB arrays.
+
+Everything capshap explains is a uint8 RGB array of shape (H, W, 3). This module turns what
+users have (file paths, bytes, PIL images, numpy arrays, folders of photos) into such arrays:
+
+* :func:`load_image` loads one image from a path, bytes, a binary stream, a PIL image or an
+  array, applies the EXIF orientation, converts it to RGB uint8 (see :func:`to_rgb_uint8`
+  for the rules), checks its size and fits it into ``max_side`` pixels (500 by default, as
+  in SHAP's image captioning notebook).
+* :func:`iter_images` scans files and folders and yields one :class:`LoadedImage` per image
+  file, in a deterministic order. Files that are not images are skipped with a warning;
+  image files that fail to load are yielded with ``.error`` set, so one bad file never
+  loses the others.
+* :func:`fit` resizes an array so its longer side is at most ``max_side`` (never upscales).
+* :func:`encode` encodes an array as JPEG or PNG bytes in memory (for cloud captioners).
+
+Accepted files: JPEG (.jpg, .jpeg, .jfif), PNG, GIF (first frame), BMP, WebP and TIFF
+(first page). Bad input raises :class:`ImageError`, a :class:`ValueError` whose message
+starts with the file name and says what is wrong.
+
+Colour handling in short: grey and palette images become RGB; transparency (RGBA, LA,
+palette or grey with a transparent colour) is composited onto a *white* background;
+16-bit images are scaled to 8 bits (``round(v / 257)``); float images with all values in
+[0, 1] are scaled by 255, other floats are clipped to [0, 255]. Embedded ICC colour
+profiles are ignored (pixel values are taken as sRGB).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from numbers import Integral
+from pathlib import Path, PurePath
+from typing import Any, Union
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DEFAULT_MAX_SIDE",
+    "DEFAULT_MIN_SIDE",
+    "ImageError",
+    "LoadedImage",
+    "load_image",
+    "fit",
+    "to_rgb_uint8",
+    "iter_images",
+    "is_image_path",
+    "encode",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File extensions (lower case, with the dot) that :func:`load_image` and
+#: :func:`iter_images` accept. Matching is case-insensitive (".JPG" is fine).
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".jfif",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+)
+
+#: Default longest side, in pixels, images are fitted into (as in SHAP's notebook).
+DEFAULT_MAX_SIDE = 500
+#: Default minimum width and height, in pixels, of an image.
+DEFAULT_MIN_SIDE = 8
+
+# PIL decoders tried on file contents: the formats of IMAGE_EXTENSIONS, nothing else.
+# (Multi-picture JPEGs from cameras, MPO, open through the JPEG decoder.)
+_PIL_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+
+PathLike = Union[str, "os.PathLike[str]"]
+ImageSource = Union[PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, Any]
+
+
+class ImageError(ValueError):
+    """An image that cannot be used: unsupported, unreadable, empty, too small or missing.
+
+    ``str(err)`` is ``"<source>: <reason>"``, e.g.
+    ``"cat.txt: unsupported file type '.txt' (accepted: .jpg, .jpeg, ...)"``.
+
+    Attributes
+    ----------
+    source : str
+        The file path as given, or a label such as ``"<bytes>"`` or ``"<array>"``.
+    reason : str
+        What is wrong, and where possible what to do about it.
+    """
+
+    def __init__(self, source: str, reason: str):
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")
+
+    def __reduce__(self):  # keep it picklable despite the two-argument constructor
+        return (type(self), (self.source, self.reason))
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """One image file found by :func:`iter_images`.
+
+    Attributes
+    ----------
+    name : str
+        The file's name; for files found inside a folder, the path relative to that folder
+        in POSIX form (``"sub/cat.jpg"``), so names stay unique in recursive scans.
+    path : pathlib.Path
+        The file's path (the folder given joined with the relative name; not resolved).
+    array : np.ndarray or None
+        (H, W, 3) uint8 RGB, oriented and fitted to ``max_side``; None when loading failed.
+    original_size : tuple[int, int] or None
+        (height, width) in pixels before fitting, after EXIF orientation (numpy order, like
+        ``array.shape[:2]``); None when loading failed.
+    error : ImageError or None
+        Why the file could not be loaded; None when it loaded.
+    """
+
+    name: str
+    path: Path
+    array: np.ndarray | None = None
+    original_size: tuple[int, int] | None = None
+    error: ImageError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the image loaded (``array`` is set, ``error`` is None)."""
+        return self.error is None
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _check_side(value: Any, option: str, allow_none: bool) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < 1:
+        what = "a positive integer or None" if allow_none else "a positive integer"
+        raise ValueError(f"{option} must be {what} (pixels), got {value!r}")
+    return int(value)
+
+
+def _check_options(max_side: Any, min_side: Any) -> tuple[int | None, int]:
+    max_s = _check_side(max_side, "max_side", allow_none=True)
+    min_s = _check_side(min_side, "min_side", allow_none=False)
+    assert min_s is not None
+    if max_s is not None and max_s < min_s:
+        raise ValueError(
+            f"max_side={max_s} is smaller than min_side={min_s}: every image would be "
+            "rejected; raise max_side or lower min_side"
+        )
+    return max_s, min_s
+
+
+# ----------------------------------------------------------------------- conversions
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 RGBA -> (H, W, 3) uint8 RGB over a white background."""
+    rgb = rgba[..., :3].astype(np.uint32)
+    alpha = rgba[..., 3:4].astype(np.uint32)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _values_to_uint8(a: np.ndarray, what: str) -> np.ndarray:
+    """Any real array -> uint8 of the same shape, by the dtype rules of to_rgb_uint8."""
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * np.uint8(255)
+    if a.dtype == np.uint16:
+        return np.rint(a / 257.0).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        return np.clip(a, 0, 255).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating):
+        f = a.astype(np.float64)
+        if not np.isfinite(f).all():
+            raise ImageError(what, "image contains NaN or infinite values")
+        if f.size and f.min() >= 0.0 and f.max() <= 1.0:
+            f = f * 255.0
+        return np.rint(np.clip(f, 0.0, 255.0)).astype(np.uint8)
+    raise ImageError(
+        what,
+        f"unsupported array dtype {a.dtype}; use uint8 (0-255), uint16, another integer "
+        "type (clipped to 0-255), bool, or float (0-1 or 0-255)",
+    )
+
+
+def to_rgb_uint8(array: Any, *, name: str = "<array>") -> np.ndarray:
+    """Convert an image array to uint8 RGB, shape (H, W, 3).
+
+    Shapes: (H, W) and (H, W, 1) are grey and copied to three channels; (H, W, 2) is grey
+    plus alpha; (H, W, 3) is RGB; (H, W, 4) is RGBA. Alpha is composited onto a white
+    background (a fully transparent pixel becomes (255, 255, 255)).
+
+    Values, by dtype: uint8 as is; bool -> 0 / 255; uint16 scaled to 8 bits as
+    ``round(v / 257)`` (65535 -> 255); other integer types clipped to [0, 255]; floats
+    scaled by 255 when every value lies in [0, 1], otherwise clipped to [0, 255], then
+    rounded. NaN or infinite values are an error.
+
+    Returns the input itself (no copy) when it already is a C-contiguous uint8 (H, W, 3)
+    array. Raises :class:`ImageError` (labelled ``name``) for other shapes or dtypes.
+    """
+    a = np.asarray(array)
+    shape = tuple(a.shape)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        hint = ""
+        if a.ndim == 3 and a.shape[0] in (1, 3, 4):
+            hint = "; for a channels-first array use np.moveaxis(array, 0, -1)"
+        elif a.ndim == 4:
+            hint = "; pass one image at a time, not a batch"
+        raise ImageError(
+            name,
+            f"array of shape {shape} is not an image; expected (H, W), (H, W, 1), "
+            f"(H, W, 2), (H, W, 3) or (H, W, 4){hint}",
+        )
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ImageError(name, f"image array is empty (shape {shape})")
+    a = _values_to_uint8(a, name)
+    c = a.shape[2]
+    if c == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif c == 2:
+        a = _composite_on_white(np.concatenate([np.repeat(a[..., :1], 3, axis=2), a[..., 1:]], axis=2))
+    elif c == 4:
+        a = _composite_on_white(a)
+    return np.ascontiguousarray(a)
+
+
+def _pil_to_array(im: Image.Image, label: str) -> np.ndarray:
+    """Oriented PIL image of any mode -> (H, W, 3) uint8."""
+    mode = im.mode
+    if mode.startswith("I;16"):
+        return to_rgb_uint8(np.asarray(im).astype(np.uint16), name=label)
+    if mode in ("I", "I;32", "I;32L", "I;32B"):
+        a = np.asarray(im).astype(np.int64)
+        # 32-bit integer images: treat as 16-bit when values exceed 8 bits.
+        if a.size and a.max() > 255:
+            a = np.clip(a, 0, 65535).astype(np.uint16)
+        return to_rgb_uint8(a, name=label)
+    if mode == "F":
+        return to_rgb_uint8(np.asarray(im), name=label)
+    # has_transparency_data needs Pillow >= 10.1; older ones keep a transparent colour in info
+    transparent = getattr(im, "has_transparency_data", "transparency" in im.info)
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or transparent:
+        return _composite_on_white(np.asarray(im.convert("RGBA")))
+    if mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
+def _orient(im: Image.Image, label: str) -> Image.Image:
+    try:
+        out = ImageOps.exif_transpose(im)
+    except Exception as exc:  # malformed EXIF must not cost the image
+        logger.warning("%s: could not apply EXIF orientation (%s); using the image as stored", label, exc)
+        return im
+    return out if out is not None else im
+
+
+def _decode(data: bytes, label: str) -> Image.Image:
+    """Encoded bytes -> loaded PIL image (first frame/page), or ImageError."""
+    if len(data) == 0:
+        raise ImageError(label, "file is empty")
+    try:
+        im = Image.open(io.BytesIO(data), formats=list(_PIL_FORMATS))
+        im.load()
+    except UnidentifiedImageError:
+        raise ImageError(label, "not a readable image (cannot identify image file)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(label, f"image is too large to decode safely ({exc})") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # PIL raises many types on corrupt data
+        raise ImageError(label, f"not a readable image ({exc or type(exc).__name__})") from exc
+    return im
+
+
+def _size_error(label: str, w: int, h: int, min_side: int) -> ImageError:
+    return ImageError(
+        label,
+        f"image is {w}x{h} px (width x height), smaller than the minimum "
+        f"{min_side}x{min_side}; use a larger image or lower min_side",
+    )
+
+
+def _read_path(path: Path, label: str) -> bytes:
+    if not path.exists():
+        raise ImageError(label, "no such file or directory")
+    if path.is_dir():
+        raise ImageError(label, "is a folder, not an image file; use iter_images() to load a folder")
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ImageError(label, _unsupported_reason(path))
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from exc
+
+
+def _unsupported_reason(path: PurePath) -> str:
+    accepted = ", ".join(IMAGE_EXTENSIONS)
+    ext = path.suffix
+    what = f"'{ext}'" if ext else "'' (no extension)"
+    return f"unsupported file type {what} (accepted: {accepted})"
+
+
+def _load(
+    src: ImageSource, max_side: int | None, min_side: int, name: str | None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Load any source -> ((H, W, 3) uint8 fitted, (height, width) before fitting)."""
+    if isinstance(src, np.ndarray):
+        label = name or "<array>"
+        arr = to_rgb_uint8(src, name=label)
+        if np.shares_memory(arr, src):
+            arr = arr.copy()  # never hand back (or later modify) the caller's buffer
+    elif isinstance(src, Image.Image):
+        label = name or str(getattr(src, "filename", "") or "<PIL image>")
+        arr = _pil_to_array(_orient(src, label), label)
+    else:
+        if isinstance(src, (str, os.PathLike)):
+            label = name or os.fspath(src)
+            data = _read_path(Path(os.fspath(src)).expanduser(), label)
+        elif isinstance(src, (bytes, bytearray, memoryview)):
+            label = name or "<bytes>"
+            data = bytes(src)
+        elif callable(getattr(src, "read", None)):
+            label = name or str(getattr(src, "name", "") or "<stream>")
+            data = src.read()
+            if not isinstance(data, (bytes, bytearray)):
+                raise TypeError(f"{label}: stream must be opened in binary mode ('rb'), read() returned {type(data).__name__}")
+            data = bytes(data)
+        else:
+            raise TypeError(
+                "image source must be a path (str or pathlib.Path), bytes, a binary file "
+                f"object, a PIL image or a numpy array, got {type(src).__name__}"
+            )
+        im = _decode(data, label)
+        try:
+            arr = _pil_to_array(_orient(im, label), label)
+        except ImageError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise ImageError(label, f"not a readable image ({exc or type(exc).__name__})") from exc
+        finally:
+            im.close()
+    h, w = arr.shape[:2]
+    if min(h, w) < min_side:
+        raise _size_error(label, w, h, min_side)
+    out = fit(arr, max_side)
+    fh, fw = out.shape[:2]
+    if min(fh, fw) < min_side:
+        raise ImageError(
+            label,
+            f"image is {w}x{h} px (width x height); fitting it into max_side={max_side} makes "
+            f"it {fw}x{fh}, smaller than the minimum {min_side}x{min_side}; crop it, raise "
+            "max_side or lower min_side",
+        )
+    return out, (h, w)
+
+
+def load_image(
+    src: ImageSource,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    min_side: int = DEFAULT_MIN_SIDE,
+    *,
+    name: str | None = None,
+) -> np.ndarray:
+    """Load one image as a uint8 RGB array of shape (H, W, 3).
+
+    Parameters
+    ----------
+    src
+        A path (str or pathlib.Path) to a file with an extension in
+        :data:`IMAGE_EXTENSIONS`; encoded bytes; a binary file object; a PIL image; or a
+        numpy array (converted by :func:`to_rgb_uint8`). Files and bytes are decoded by
+        content (only JPEG, PNG, GIF, BMP, WebP and TIFF); GIF/WebP animations and
+        multi-page TIFFs give their first frame. The EXIF orientation of files, bytes and
+        PIL images is applied.
+    max_side
+        Longest side in pixels after loading: larger images are downscaled with aspect
+        ratio kept (see :func:`fit`); smaller ones are never upscaled. None keeps the size.
+    min_side
+        Minimum width and height in pixels, checked before and after fitting.
+    name
+        Label for error messages; default: the path as given, or ``"<bytes>"``,
+        ``"<array>"``, ``"<PIL image>"``, ``"<stream>"``.
+
+    Returns
+    -------
+    np.ndarray
+        (H, W, 3) uint8, C-contiguous, never sharing memory with an input array.
+
+    Raises
+    ------
+    ImageError
+        Missing path, folder, unsupported extension, empty file, undecodable content,
+        unusable array, or an image smaller than ``min_side``. The message names the file.
+    ValueError, TypeError
+        Invalid ``max_side``/``min_side`` or an unsupported kind of ``src``.
+    """
+    max_s, min_s = _check_options(max_side, min_side)
+    return _load(src, max_s, min_s, name)[0]
+
+
+# -------------------------------------------------------------------------- resizing
+
+
+def fit(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Downscale ``image`` so its longer side is at most ``max_side`` pixels.
+
+    ``image`` is (H, W) or (H, W, C) uint8 (normally (H, W, 3)). The aspect ratio is kept:
+    the longer side becomes exactly ``max_side``, the shorter one ``round(short *
+    max_side / long)`` (at least 1). Resampling is OpenCV's INTER_AREA (pixel-area
+    averaging, free of aliasing and ringing when shrinking). Images that already fit, and
+    every image when ``max_side`` is None, are returned unchanged (the same object); the
+    function never upscales.
+    """
+    max_s = _check_side(max_side, "max_side", allow_none=True)
+    a = np.asarray(image)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"fit() expects an image of shape (H, W) or (H, W, C), got shape {a.shape}")
+    h, w = a.shape[:2]
+    if max_s is None or max(h, w) <= max_s:
+        return image
+    long_, short = max(h, w), min(h, w)
+    new_short = max(1, (2 * short * max_s + long_) // (2 * long_))  # round half up, ints
+    new_h, new_w = (max_s, new_short) if h >= w else (new_short, max_s)
+    out = cv2.resize(np.ascontiguousarray(a), (new_w, new_h), interpolation=cv2.INTER_AREA)
+    if a.ndim == 3 and out.ndim == 2:  # cv2 drops a single channel axis
+        out = out[..., None]
+    return out
+
+
+# ----------------------------------------------------------------------- folder scan
+
+
+def is_image_path(path: PathLike) -> bool:
+    """True when ``path`` has an extension in :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return PurePath(os.fspath(path)).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _natural_key(rel: PurePath) -> tuple:
+    """Sort key: path parts compared case-insensitively with digit runs as numbers
+    ("img2" < "img10"), then the raw path to break ties deterministically."""
+    parts = tuple(
+        tuple(int(c) if i % 2 else c for i, c in enumerate(re.split(r"(\d+)", p.casefold())))
+        for p in rel.parts
+    )
+    return parts, rel.as_posix()
+
+
+def _scan_folder(folder: Path, recursive: bool) -> list[PurePath]:
+    """Relative paths of the non-hidden files in ``folder``, in natural sorted order."""
+    found: list[PurePath] = []
+    if recursive:
+        for root, dirs, files in os.walk(folder, followlinks=False):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel_root = PurePath(os.path.relpath(root, folder))
+            for f in files:
+                if not f.startswith("."):
+                    found.append(rel_root / f if rel_root != PurePath(".") else PurePath(f))
+    else:
+        for entry in os.scandir(folder):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                logger.info("Skipping folder %s (pass recursive=True to scan subfolders)", entry.path)
+                continue
+            found.append(PurePath(entry.name))
+    found.sort(key=_natural_key)
+    return found
+
+
+def iter_images(
+    paths: PathLike | Iterable[PathLike],
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    recursive: bool = False,
+    *,
+    min_side: int = DEFAULT_MIN_SIDE,
+) -> Iterator[LoadedImage]:
+    """Load every image in some files and folders, one :class:`LoadedImage` at a time.
+
+    Parameters
+    ----------
+    paths
+        One path or a list of paths, each a file or a folder. The given order is kept;
+        inside a folder, files come in natural sorted order of their relative paths
+        (case-insensitive, digit runs as numbers: ``img2.jpg`` before ``img10.jpg``), so
+        the order is the same on every run and platform. A file reached twice is yielded once.
+    max_side, min_side
+        As in :func:`load_image`.
+    recursive
+        Also scan subfolders (hidden ones excluded).
+
+    Yields
+    ------
+    LoadedImage
+        One per image file, lazily (one image in memory at a time). A file with an image
+        extension that fails to load (corrupt, empty, too small) is yielded with ``error``
+        set and ``array`` None, and logged as a warning; iteration goes on.
+
+    Files inside folders that have no image extension are skipped with a logging warning
+    naming them ("Skipping ...: invalid file extension"); hidden files and folders (names
+    starting with ".") are skipped silently. A path given explicitly with a non-image
+    extension is yielded as an error record (and logged), as the caller asked for it.
+
+    Raises
+    ------
+    ImageError
+        At call time, before anything is loaded, when a given path does not exist.
+    """
+    max_s, min_s = _check_options(max_side, min_side)
+    if isinstance(paths, (str, os.PathLike)):
+        items = [paths]
+    else:
+        items = list(paths)
+    given: list[tuple[str, Path]] = []
+    for p in items:
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"iter_images() paths must be str or pathlib.Path, got {type(p).__name__}")
+        label = os.fspath(p)
+        path = Path(label).expanduser()
+        if not path.exists():
+            raise ImageError(label, "no such file or directory")
+        given.append((label, path))
+    return _iter(given, max_s, min_s, recursive)
+
+
+def _iter(
+    given: list[tuple[str, Path]], max_side: int | None, min_side: int, recursive: bool
+) -> Iterator[LoadedImage]:
+    seen: set[str] = set()
+
+    def once(path: Path) -> bool:
+        key = os.path.normcase(os.path.realpath(path))
+        if key in seen:
+            logger.debug("Skipping %s: already loaded", path)
+            return False
+        seen.add(key)
+        return True
+
+    for label, path in given:
+        if path.is_dir():
+            rels = _scan_folder(path, recursive)
+            n_images = 0
+            for rel in rels:
+                file = path / rel
+                if not is_image_path(rel):
+                    logger.warning("Skipping %s: invalid file extension (%s)", file, _unsupported_reason(rel))
+                    continue
+                n_images += 1
+                if once(file):
+                    yield _load_record(rel.as_posix(), file, max_side, min_side)
+            if n_images == 0:
+                logger.warning("No image files found in %s", label)
+        else:
+            if not is_image_path(path):
+                err = ImageError(label, _unsupported_reason(path))
+                logger.warning("Skipping %s", err)
+                yield LoadedImage(name=path.name, path=path, error=err)
+                continue
+            if once(path):
+                yield _load_record(path.name, path, max_side, min_side, label)
+
+
+def _load_record(
+    name: str, path: Path, max_side: int | None, min_side: int, label: str | None = None
+) -> LoadedImage:
+    try:
+        arr, size = _load(path, max_side, min_side, label or str(path))
+    except ImageError as err:
+        logger.warning("Could not load %s", err)
+        return LoadedImage(name=name, path=path, error=err)
+    return LoadedImage(name=name, path=path, array=arr, original_size=size)
+
+
+# -------------------------------------------------------------------------- encoding
+
+
+def encode(image: np.ndarray, format: str = "JPEG", quality: int = 95) -> bytes:
+    """Encode an image as JPEG or PNG bytes in memory.
+
+    ``image`` is (H, W, 3) uint8 RGB (other arrays go through :func:`to_rgb_uint8`).
+    ``format`` is "JPEG" (alias "JPG") or "PNG", case-insensitive. ``quality`` (1-100)
+    applies to JPEG only; PNG is lossless. The output is deterministic.
+    """
+    fmt = str(format).upper()
+    fmt = "JPEG" if fmt == "JPG" else fmt
+    if fmt not in ("JPEG", "PNG"):
+        raise ValueError(f"format must be 'JPEG' or 'PNG', got {format!r}")
+    if isinstance(quality, bool) or not isinstance(quality, Integral) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
+    arr = to_rgb_uint8(image, name="<image to encode>")
+    buf = io.BytesIO()
+    pil = Image.fromarray(arr)
+    if fmt == "JPEG":
+        pil.save(buf, format="JPEG", quality=int(quality))
+    else:
+        pil.save(buf, format="PNG")
+    return buf.getvalue()
