@@ -35,6 +35,7 @@ _LAZY = {
     "SurrogateScorer": ".surrogate",
     "AzureCaptioner": ".azure",
     "AzureError": ".azure",
+    "CaptionCache": ".cache",
     "BuiltinCaptioner": ".builtin",
     "segments": ".segments",
     "from_labels": ".segments",

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["Tree", "axis_aligned", "from_linkage"]
+__all__ = ["Tree", "axis_aligned", "from_linkage", "segments"]
 
 
 @dataclass(eq=False)
@@ -307,3 +307,10 @@ def axis_aligned(h: int, w: int, channels: bool = False, c: int = 3) -> Tree:
     return Tree(
         linkage, leaf_index, kind="axis", rects=rects, params={"channels": bool(channels)}, _known=(sizes, lo)
     )
+
+
+def segments(image: np.ndarray, method: str = "slic", n_segments: int = 64, **kwargs: Any) -> Tree:
+    """A tree whose leaves are superpixels merged bottom-up; see :func:`capshap.segments.segments`."""
+    from .segments import segments as _segments  # scikit-image loads only when used
+
+    return _segments(image, method=method, n_segments=n_segments, **kwargs)

@@ -1,0 +1,408 @@
+"""AzureCaptioner and CaptionCache against a fake Azure AI Vision server (real HTTP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from capshap.azure import (
+    AzureAuthError,
+    AzureCaptioner,
+    AzureError,
+    AzureRequestError,
+    ImageLimitError,
+)
+from capshap.cache import CaptionCache, cache_key
+from capshap.models import Captioner, PresenceScorer
+from fake_azure import PALETTE, FakeAzure, expected_caption
+
+KEY = "s3cret-KEY-do-not-leak-7f3a9c"
+
+
+@pytest.fixture
+def fake():
+    with FakeAzure(key=KEY) as server:
+        yield server
+
+
+def make(fake: FakeAzure, **kw) -> AzureCaptioner:
+    opts = dict(endpoint=fake.endpoint, key=KEY, proxies={}, backoff=0.01, timeout=2.0)
+    opts.update(kw)
+    return AzureCaptioner(**opts)
+
+
+def solid(colour: str, h: int = 64, w: int = 64) -> np.ndarray:
+    return np.broadcast_to(np.array(PALETTE[colour], np.uint8), (h, w, 3)).copy()
+
+
+def varied_images() -> list[np.ndarray]:
+    """Nine images of different colours and sizes (so their captions differ)."""
+    return [solid(c, 60 + 3 * i, 60 + (i % 2) * 10) for i, c in enumerate(PALETTE)]
+
+
+# ----------------------------------------------------------------------- happy path
+
+
+@pytest.mark.parametrize("api", ["v3.2", "v3.1", "v4"])
+def test_captions_match_server_in_input_order(fake, api):
+    images = varied_images()
+    cap = make(fake, api=api)
+    assert isinstance(cap, Captioner)
+    out = cap.caption(images)
+    assert out == [expected_caption(im, api) for im in images]
+    assert len(set(out)) > 5  # captions really depend on the image
+    assert fake.requests[api] == len(images) and fake.total == len(images)
+    q = fake.queries[0]
+    if api == "v4":
+        assert q["api-version"] == "2023-10-01" and q["features"] == "caption"
+        assert "gender-neutral-caption" not in q
+    else:
+        assert q["visualFeatures"] == "Description"
+    assert cap.requests_sent == len(images)
+
+
+def test_gender_neutral_v4_only(fake):
+    im = solid("red")
+    plain = make(fake, api="v4").caption([im])[0]
+    neutral = make(fake, api="v4", gender_neutral=True).caption([im])[0]
+    assert plain == "a man with a red square"
+    assert neutral == "a person with a red square"
+    assert fake.queries[-1]["gender-neutral-caption"] == "true"
+    with pytest.raises(ValueError, match="gender_neutral"):
+        make(fake, api="v3.2", gender_neutral=True)
+
+
+def test_empty_caption_list_gives_empty_caption(fake):
+    fake.inject("empty")
+    assert make(fake).caption([solid("red")]) == [""]
+
+
+def test_works_with_presence_scorer(fake):
+    scorer = PresenceScorer(make(fake)).bind("a red square")
+    scores = scorer(np.stack([solid("red"), solid("blue")]))
+    np.testing.assert_array_equal(scores, [[1, 1, 1], [1, 0, 1]])
+
+
+# ----------------------------------------------------------------------- configuration
+
+
+def test_endpoint_and_key_from_environment(fake, monkeypatch):
+    monkeypatch.setenv("AZURE_VISION_ENDPOINT", fake.endpoint + "/")
+    monkeypatch.setenv("AZURE_VISION_KEY", KEY)
+    cap = AzureCaptioner(proxies={}, backoff=0.01)
+    assert cap.caption([solid("green")]) == ["a green square"]
+
+    monkeypatch.delenv("AZURE_VISION_KEY")
+    with pytest.raises(ValueError, match="AZURE_VISION_KEY"):
+        AzureCaptioner(proxies={})
+    monkeypatch.delenv("AZURE_VISION_ENDPOINT")
+    with pytest.raises(ValueError, match="AZURE_VISION_ENDPOINT"):
+        AzureCaptioner(key=KEY)
+    with pytest.raises(ValueError, match="not an http"):
+        AzureCaptioner(endpoint="ftp://example.com", key=KEY)
+    with pytest.raises(ValueError, match="unknown Azure API"):
+        AzureCaptioner(endpoint=fake.endpoint, key=KEY, api="v5")
+
+
+def test_image_format_must_be_accepted_by_the_api(fake):
+    with pytest.raises(ValueError, match="webp.*v3.2"):
+        make(fake, api="v3.2", image_format="webp")
+    im = solid("cyan", 80, 90)
+    assert make(fake, api="v4", image_format="webp").caption([im]) == [expected_caption(im, "v4")]
+    assert make(fake, image_format="jpeg").caption([im]) == ["a cyan rectangle"]
+
+
+# ----------------------------------------------------------------------- concurrency
+
+
+def test_requests_run_concurrently(fake):
+    fake.delay = 0.2
+    images = varied_images()[:8]
+    t0 = time.monotonic()
+    out = make(fake, max_concurrency=4).caption(images)
+    elapsed = time.monotonic() - t0
+    assert out == [expected_caption(im) for im in images]
+    assert 1 < fake.max_in_flight <= 4
+    assert elapsed < 8 * 0.2 * 0.75  # clearly faster than one at a time (1.6 s)
+
+    fake.reset_counts()
+    make(fake, max_concurrency=1).caption(varied_images()[:3])
+    assert fake.max_in_flight == 1
+
+
+# ----------------------------------------------------------------------- retries
+
+
+def test_429_honours_retry_after(fake):
+    fake.inject("429", retry_after="1")
+    t0 = time.monotonic()
+    assert make(fake, backoff=0.01).caption([solid("red")]) == ["a red square"]
+    elapsed = time.monotonic() - t0
+    assert fake.total == 2
+    assert 1.0 <= elapsed < 1.6  # waited what the server asked, not the 0.01 s backoff
+
+    fake.reset_counts()
+    fake.inject("429", retry_after=None)  # no header: exponential backoff from 0.01 s
+    t0 = time.monotonic()
+    assert make(fake, backoff=0.01).caption([solid("blue")]) == ["a blue square"]
+    assert time.monotonic() - t0 < 0.5 and fake.total == 2
+
+    fake.reset_counts()
+    fake.inject("429", retry_after=None, retry_after_ms=300)
+    t0 = time.monotonic()
+    make(fake, backoff=0.01).caption([solid("green")])
+    assert time.monotonic() - t0 >= 0.3 and fake.total == 2
+
+
+def test_5xx_retried_then_succeeds(fake):
+    fake.inject("500", times=2, status=503)
+    assert make(fake).caption([solid("yellow")]) == ["a yellow square"]
+    assert fake.total == 3
+
+
+def test_retries_exhausted_names_image_and_status_others_survive(fake):
+    fake.inject("500", times=None, when="red", status=502)
+    images = [solid("blue"), solid("red"), solid("green")]
+    cap = make(fake, max_retries=2)
+    res = cap.caption_each(images)
+    assert res[0] == "a blue square" and res[2] == "a green square"
+    err = res[1]
+    assert isinstance(err, AzureError) and err.status == 502 and err.index == 1
+    assert "image 1" in str(err) and "3 tries" in str(err) and "502" in str(err)
+    assert fake.total == 2 + 3  # the red image: 1 try + 2 retries
+
+
+def test_backoff_grows_exponentially(fake):
+    fake.inject("500", times=3)
+    t0 = time.monotonic()
+    make(fake, backoff=0.1, max_retries=3).caption([solid("red")])
+    elapsed = time.monotonic() - t0
+    assert elapsed >= 0.1 + 0.2 + 0.4  # 0.1 * (1 + 2 + 4)
+    assert elapsed < 0.7 * 1.1 + 0.6
+
+
+def test_timeouts_are_retried(fake):
+    fake.inject("slow", seconds=1.0)
+    t0 = time.monotonic()
+    assert make(fake, timeout=0.2).caption([solid("magenta")]) == ["a magenta square"]
+    assert time.monotonic() - t0 < 0.9  # did not wait for the slow answer
+    assert fake.total == 2
+
+
+def test_timeouts_exhausted(fake):
+    fake.inject("slow", times=None, seconds=1.0)
+    cap = make(fake, timeout=0.15, max_retries=1)
+    with pytest.raises(AzureError, match=r"image 0.*2 tries.*timeout=0.15") as info:
+        cap.caption([solid("red")])
+    assert info.value.status is None
+
+
+def test_malformed_json_retried_at_most_twice(fake):
+    fake.inject("malformed")
+    assert make(fake).caption([solid("white")]) == ["a white square"]
+    assert fake.total == 2
+
+    fake.reset_counts()
+    fake.inject("malformed", times=None, body="<html>gateway</html>")
+    with pytest.raises(AzureError, match="malformed JSON") as info:
+        make(fake, max_retries=5).caption([solid("black")])
+    assert "image 0" in str(info.value) and "gateway" in str(info.value)
+    assert fake.total == 3  # 1 try + 2 retries, not max_retries
+
+
+def test_network_error_retried_then_clear(fake):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    cap = AzureCaptioner(endpoint=f"http://127.0.0.1:{port}", key=KEY, proxies={}, backoff=0.01, max_retries=1)
+    with pytest.raises(AzureError, match=r"image 0.*2 tries.*network error"):
+        cap.caption([solid("red")])
+    assert cap.requests_sent == 2
+
+
+# ----------------------------------------------------------------------- client errors
+
+
+def test_wrong_key_fails_fast_without_retry(fake):
+    cap = make(fake, key="wrong-key-123", max_concurrency=2)
+    images = varied_images()
+    with pytest.raises(AzureAuthError, match="key or endpoint wrong: check AZURE_VISION_KEY / AZURE_VISION_ENDPOINT"):
+        cap.caption(images)
+    assert fake.total <= 2  # the requests in flight; nothing retried, the rest not sent
+    res = cap.caption_each(images)
+    assert all(isinstance(r, AzureAuthError) for r in res)
+    assert {r.index for r in res} == set(range(len(images)))
+
+
+def test_401_injected_mid_batch_stops_the_rest(fake):
+    fake.inject("401", when="red")
+    res = make(fake, max_concurrency=1).caption_each([solid("blue"), solid("red"), solid("green")])
+    assert res[0] == "a blue square"
+    assert isinstance(res[1], AzureAuthError) and res[1].status == 401
+    assert isinstance(res[2], AzureAuthError) and "not sent" in str(res[2])
+    assert fake.total == 2
+
+
+@pytest.mark.parametrize("api", ["v3.2", "v4"])
+def test_400_gives_service_message_and_image(fake, api):
+    fake.inject("400", when="blue", code="InvalidImageFormat", message="Input data is not a valid image.")
+    res = make(fake, api=api).caption_each(
+        [solid("red"), solid("blue")], names=["cat.jpg mask 0", "cat.jpg mask 1"]
+    )
+    assert res[0] == expected_caption(solid("red"), api)
+    err = res[1]
+    assert isinstance(err, AzureRequestError) and err.status == 400 and err.index == 1
+    msg = str(err)
+    assert "Input data is not a valid image." in msg and "InvalidImageFormat" in msg
+    assert "image 1" in msg and "cat.jpg mask 1" in msg
+    assert fake.requests[api] == 2  # no retry of the 400
+
+
+def test_wrong_endpoint_path_404(fake):
+    cap = AzureCaptioner(endpoint=fake.endpoint + "/not-vision", key=KEY, proxies={}, max_concurrency=1)
+    with pytest.raises(AzureRequestError, match="AZURE_VISION_ENDPOINT") as info:
+        cap.caption(varied_images()[:3])
+    assert info.value.status == 404 and cap.requests_sent == 1
+
+
+def test_key_never_in_logs_errors_or_repr(fake, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-KEY-also-secret-99"
+    texts = [repr(make(fake)), repr(make(fake, key=wrong)), repr(vars(make(fake)))]
+    fake.inject("429", retry_after="0")
+    fake.inject("500", times=None, when="red")
+    fake.inject("400", when="blue")
+    fake.inject("malformed", times=None, when="green")
+    fake.inject("slow", times=None, when="yellow", seconds=0.5)
+    res = make(fake, max_retries=1, timeout=0.1).caption_each(
+        [solid(c) for c in ("white", "red", "blue", "green", "yellow")]
+    )
+    errors = [r for r in res if isinstance(r, Exception)]
+    assert res[0] == "a white square" and len(errors) == 4
+    errors += make(fake, key=wrong).caption_each([solid("black")])
+    try:
+        make(fake, key=wrong).caption([solid("black"), solid("gray")])
+    except AzureAuthError as e:
+        errors.append(e)
+    assert len(errors) == 6
+    for e in errors:
+        chain = e
+        while chain is not None:
+            texts += [str(chain), repr(chain), *getattr(chain, "__notes__", [])]
+            chain = chain.__cause__ or chain.__context__
+    texts.append(caplog.text)
+    assert "POST" in caplog.text  # the debug log really was captured
+    for t in texts:
+        assert KEY not in t and wrong not in t
+
+
+# ----------------------------------------------------------------------- limits
+
+
+def test_too_small_image_is_named_and_not_sent(fake):
+    res = make(fake).caption_each([solid("red"), solid("blue", 30, 80)])
+    assert res[0] == "a red square"
+    err = res[1]
+    assert isinstance(err, ImageLimitError) and isinstance(err, ValueError)
+    assert "image 1" in str(err) and "80x30" in str(err) and "50x50" in str(err)
+    assert fake.total == 1
+
+
+def test_too_large_encoding_is_named_and_not_sent(fake):
+    noise = np.random.default_rng(0).integers(0, 256, (1300, 1300, 3), dtype=np.uint8)
+    with pytest.raises(ImageLimitError, match=r"image 0 .*MB as PNG.*v3.2.*image_format='jpeg'"):
+        make(fake, api="v3.2").caption([noise])
+    assert fake.total == 0
+    assert make(fake, api="v4").caption([noise]) == [expected_caption(noise, "v4")]  # 20 MB limit
+    assert fake.total == 1
+
+
+def test_bad_arrays_are_per_image_errors(fake):
+    res = make(fake).caption_each([solid("red").astype(np.float32), solid("red")[..., :2], solid("red")])
+    assert isinstance(res[0], TypeError) and "image 0" in str(res[0]) and "uint8" in str(res[0])
+    assert isinstance(res[1], ValueError) and "image 1" in str(res[1])
+    assert res[2] == "a red square"
+
+
+# ----------------------------------------------------------------------- partial failure
+
+
+def test_caption_raises_only_after_all_others_finished(fake):
+    fake.inject("400", when="blue", times=None)
+    fake.inject("400", when="green", times=None)
+    images = varied_images()
+    blue, green = list(PALETTE).index("blue"), list(PALETTE).index("green")
+    cap = make(fake)
+    with pytest.raises(AzureRequestError) as info:
+        cap.caption(images)
+    assert info.value.index == min(blue, green)  # the first failure by index
+    assert any("2 of 9 images failed" in n for n in getattr(info.value, "__notes__", []))
+    assert fake.total == len(images)
+    assert len(cap.cache) == len(images) - 2  # every other caption was kept
+    fake.reset_counts()
+    with pytest.raises(AzureRequestError):
+        cap.caption(images)
+    assert fake.total == 2  # a retry costs only the failed images
+
+
+# ----------------------------------------------------------------------- cache
+
+
+def test_cache_avoids_calls_in_memory_and_on_disk(fake, tmp_path):
+    images = varied_images()[:4]
+    cap = make(fake, cache_dir=tmp_path)
+    first = cap.caption(images)
+    assert fake.total == 4
+    assert cap.caption(images) == first and fake.total == 4 and cap.cache_hits == 4
+    files = sorted(tmp_path.rglob("*.json"))
+    assert len(files) == 4 and not list(tmp_path.rglob(".tmp-*"))
+    entry = json.loads(files[0].read_text())
+    assert entry["caption"] in first and entry["namespace"] == cap.namespace
+
+    fresh = make(fake, cache_dir=tmp_path)  # a new process resuming the run
+    assert fresh.caption(images) == first and fake.total == 4 and fresh.cache_hits == 4
+
+    other = make(fake, cache_dir=tmp_path, api="v4")  # another API is another namespace
+    assert other.caption(images[:1]) == [expected_caption(images[0], "v4")] and fake.total == 5
+
+
+def test_duplicate_images_in_a_batch_are_sent_once(fake):
+    a, b = solid("red"), solid("blue")
+    assert make(fake).caption([a, b, a.copy(), a]) == ["a red square", "a blue square"] + ["a red square"] * 2
+    assert fake.total == 2
+
+
+def test_corrupt_cache_file_is_ignored_with_a_warning(fake, tmp_path, caplog):
+    im = solid("red")
+    make(fake, cache_dir=tmp_path).caption([im])
+    (path,) = tmp_path.rglob("*.json")
+    path.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="capshap.cache"):
+        assert make(fake, cache_dir=tmp_path).caption([im]) == ["a red square"]
+    assert "corrupt" in caplog.text and str(path) in caplog.text
+    assert fake.total == 2
+    assert json.loads(path.read_text())["caption"] == "a red square"  # rewritten
+
+
+def test_caption_cache_unit(tmp_path):
+    a = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    c = CaptionCache(tmp_path / "c")
+    assert c.get("ns", a) is None
+    c.put("ns", a, "x")
+    assert c.get("ns", a) == "x" and c.get("other", a) is None
+    assert c.get("ns", a.reshape(1, 4, 3)) is None  # same bytes, other shape
+    assert c.get("ns", a.astype(np.int8)) is None  # same bytes, other dtype
+    assert cache_key("ns", a) == cache_key("ns", a.copy()) != cache_key("ns", a + 1)
+    assert CaptionCache(tmp_path / "c").get("ns", a) == "x"  # from disk
+    assert CaptionCache().get("ns", a) is None  # memory-only caches share nothing
+    with pytest.raises(TypeError):
+        c.put("ns", a, 3)  # type: ignore[arg-type]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="file"):
+        CaptionCache(tmp_path / "file")
