@@ -198,6 +198,13 @@ def owen(
     counter = 0
     # queue items: (priority, tie-break, counter, (m00, row00, row11, node, weight))
     heap: list = [(0.0, 0.0, counter, (empty, 0, 1, root, 1.0))]
+
+    def push(f_lo: np.ndarray, f_hi: np.ndarray, item: tuple) -> None:
+        """Queue a node to split, largest weighted change first (shap's priority)."""
+        nonlocal counter
+        counter += 1
+        heapq.heappush(heap, (-np.max(np.abs(f_hi - f_lo)) * item[4], rng.standard_normal(), counter, item))
+
     first = True
     eval_count = 0
     S = None
@@ -254,23 +261,11 @@ def owen(
                 credit(ind, -((f11 - f10 - f01 + f00) * weight))
 
             if fixed_context is None or fixed_context == 0:
-                counter += 1
-                heapq.heappush(
-                    heap, (-np.max(np.abs(f10 - f00)) * new_weight, rng.standard_normal(), counter, (m00, r00, r10, lind, new_weight))
-                )
-                counter += 1
-                heapq.heappush(
-                    heap, (-np.max(np.abs(f01 - f00)) * new_weight, rng.standard_normal(), counter, (m00, r00, r01, rind, new_weight))
-                )
+                push(f00, f10, (m00, r00, r10, lind, new_weight))
+                push(f00, f01, (m00, r00, r01, rind, new_weight))
             if fixed_context is None or fixed_context == 1:
-                counter += 1
-                heapq.heappush(
-                    heap, (-np.max(np.abs(f11 - f01)) * new_weight, rng.standard_normal(), counter, (m01, r01, r11, lind, new_weight))
-                )
-                counter += 1
-                heapq.heappush(
-                    heap, (-np.max(np.abs(f11 - f10)) * new_weight, rng.standard_normal(), counter, (m10, r10, r11, rind, new_weight))
-                )
+                push(f01, f11, (m01, r01, r11, lind, new_weight))
+                push(f10, f11, (m10, r10, r11, rind, new_weight))
 
     S = scores()
     nodes = np.array(sorted(dvalues), dtype=np.int64)
