@@ -41,6 +41,11 @@ _LAZY = {
     "from_labels": ".segments",
     "from_masks": ".segments",
     "plot_grid": ".plots",
+    "deletion_insertion": ".metrics",
+    "pointing_game": ".metrics",
+    "evaluate_run": ".metrics",
+    "scale_boxes": ".metrics",
+    "load_boxes": ".metrics",
 }
 
 __all__ = [

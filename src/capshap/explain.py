@@ -34,6 +34,11 @@ def make_tree(spec: TreeSpec, image: np.ndarray, *, channels: bool = False, n_se
     or a list of (H, W) boolean masks.
     """
     H, W = image.shape[:2]
+    if channels and not (isinstance(spec, str) and spec.lower() == "axis"):
+        raise ValueError(
+            "channels=True (shap's channel leaves) only works with tree='axis'; "
+            "segment trees have one leaf per segment of pixels"
+        )
     if isinstance(spec, Tree):
         if spec.shape[:2] != (H, W):
             raise ValueError(f"the tree covers {spec.shape[:2]} pixels but the image is {(H, W)}")
