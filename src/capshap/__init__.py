@@ -32,6 +32,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "HFCaptioner": ".hf",
+    "ModelLoadError": ".hf",
     "SurrogateScorer": ".surrogate",
     "AzureCaptioner": ".azure",
     "AzureError": ".azure",
