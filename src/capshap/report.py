@@ -1,0 +1,285 @@
+"""One self-contained HTML page for a run: every image, its caption, per-word heatmaps.
+
+:class:`Report` collects explanations one at a time (so a long run never holds them all in
+memory) and writes ``index.html``: for each image the photo, its caption, and one button
+per token. Hovering (or focusing) a token shows its heatmap over the photo, clicking pins
+it; a slider sets the heatmap opacity and a checkbox the segment outlines. Heatmaps are
+pre-rendered RGBA PNG overlays in the colours and on the scale of :func:`capshap.plots.plot`
+(one symmetric scale per image, shared by its tokens).
+
+The page needs no network: CSS and JavaScript are inline and every picture is a ``data:``
+URI. Images that could not be explained are listed with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .plots import DEFAULT_PERCENTILE, NEGATIVE_RGB, POSITIVE_RGB, overlay_rgba, segment_boundaries, value_scale
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .explanation import Explanation
+
+__all__ = ["Report", "write_report"]
+
+
+def _data_uri(array: np.ndarray, fmt: str) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im = Image.fromarray(np.ascontiguousarray(array))
+    if fmt == "jpeg":
+        im.convert("RGB").save(buf, format="JPEG", quality=88)
+        mime = "image/jpeg"
+    else:
+        im.save(buf, format="PNG", optimize=True)
+        mime = "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def _rgb_css(rgb: tuple[float, float, float]) -> str:
+    return "rgb({},{},{})".format(*(int(round(c * 255)) for c in rgb))
+
+
+@dataclass
+class _Entry:
+    name: str
+    caption: str
+    width: int
+    height: int
+    photo: str
+    tokens: list[str]
+    totals: list[float]
+    overlays: list[str | None]
+    outline: str | None
+    vmax: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+
+
+class Report:
+    """Builds the HTML report of a run; add explanations, then :meth:`write`.
+
+    title: the page title. percentile: of |values| over each image's tokens, for its
+    colour scale (as in :func:`capshap.plots.plot`).
+    """
+
+    def __init__(self, title: str = "capshap explanations", percentile: float = DEFAULT_PERCENTILE):
+        self.title = title
+        self.percentile = percentile
+        self.entries: list[_Entry] = []
+        self.failures: list[tuple[str, str]] = []
+
+    def add(self, exp: "Explanation", links: dict[str, str] | None = None, meta: dict[str, Any] | None = None) -> None:
+        """Add one explanation. links: label -> relative URL (e.g. {"PNG": "1.png"});
+        meta: label -> value shown under the caption (e.g. seconds, evaluations)."""
+        pv = exp.pixel_values()
+        H, W = pv.shape[:2]
+        vmax = value_scale(pv, self.percentile)
+        overlays: list[str | None] = []
+        for t in range(len(exp.tokens)):
+            v = np.asarray(pv[..., t], dtype=np.float64)
+            overlays.append(_data_uri(overlay_rgba(v, vmax), "png") if np.any(v != 0) else None)
+        bounds = segment_boundaries(exp.tree)
+        outline = None
+        if bounds is not None:
+            rgba = np.zeros((H, W, 4), dtype=np.uint8)
+            rgba[bounds] = (255, 255, 110, 170)
+            outline = _data_uri(rgba, "png")
+        totals = [float(o - b) for o, b in zip(np.asarray(exp.outputs), np.asarray(exp.base_values))]
+        self.entries.append(
+            _Entry(
+                name=str(exp.name),
+                caption=str(exp.caption),
+                width=int(W),
+                height=int(H),
+                photo=_data_uri(np.asarray(exp.image), "jpeg"),
+                tokens=[str(t) for t in exp.tokens],
+                totals=totals,
+                overlays=overlays,
+                outline=outline,
+                vmax=vmax,
+                meta=dict(meta or {}),
+                links=dict(links or {}),
+            )
+        )
+
+    def add_failure(self, name: str, reason: str) -> None:
+        """List an image that could not be explained, with why."""
+        self.failures.append((str(name), str(reason)))
+
+    # ------------------------------------------------------------------------ output
+    def html(self) -> str:
+        """The whole page as one string."""
+        e = html.escape
+        parts = [
+            "<!doctype html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{e(self.title)}</title>",
+            f"<style>{_CSS.replace('POS', _rgb_css(POSITIVE_RGB)).replace('NEG', _rgb_css(NEGATIVE_RGB))}</style>",
+            "</head><body>",
+            "<header>",
+            f"<h1>{e(self.title)}</h1>",
+            f'<p class="summary">{len(self.entries)} image{"s" if len(self.entries) != 1 else ""} explained'
+            + (f", {len(self.failures)} skipped" if self.failures else "")
+            + ". Hover over a word to see which regions made the captioner say it; click to keep it.</p>",
+            '<div class="controls">',
+            '<label>heatmap opacity <input type="range" id="opacity" min="0" max="100" value="70"></label>',
+            '<button type="button" id="strongest-btn" title="pin, in every image, the word with the most credit">'
+            "show each image's strongest word</button>",
+            (
+                '<label><input type="checkbox" id="outlines" checked> segment outlines</label>'
+                if any(en.outline is not None for en in self.entries)
+                else ""
+            ),
+            '<span class="legend"><span class="neg">lowers the word\'s score</span>'
+            '<span class="bar"></span><span class="pos">raises it</span></span>',
+            "</div>",
+            "</header>",
+            "<main>",
+        ]
+        for i, en in enumerate(self.entries):
+            parts.append(self._entry_html(i, en))
+        if self.failures:
+            parts.append('<section class="failures"><h2>Skipped</h2><ul>')
+            for name, reason in self.failures:
+                parts.append(f'<li class="failure"><b>{e(name)}</b>: {e(reason)}</li>')
+            parts.append("</ul></section>")
+        parts += ["</main>", f"<script>{_JS}</script>", "</body></html>"]
+        return "\n".join(parts)
+
+    def _entry_html(self, i: int, en: _Entry) -> str:
+        e = html.escape
+        live = [t for t, uri in enumerate(en.overlays) if uri is not None]
+        strongest = max(live, key=lambda t: abs(en.totals[t])) if live else -1
+        # at least 320 px wide (small images are scaled up), at most 440 px tall
+        shown_w = int(round(min(max(en.width, 320), 440 * en.width / en.height)))
+        out = [
+            f'<section class="item" id="item-{i}" data-name="{e(en.name, quote=True)}" data-strongest="{strongest}">',
+            f"<h2>{e(en.name)}</h2>",
+            f'<div class="stage" style="max-width:{shown_w}px;aspect-ratio:{en.width}/{en.height}">',
+            f'<img class="photo" alt="{e(en.name, quote=True)}" src="{en.photo}">',
+        ]
+        for t, uri in enumerate(en.overlays):
+            if uri is not None:
+                out.append(f'<img class="overlay" alt="" data-token="{t}" src="{uri}">')
+        if en.outline is not None:
+            out.append(f'<img class="outline" alt="" src="{en.outline}">')
+        out.append("</div>")
+        out.append(f'<p class="caption">{e(en.caption)}</p>')
+        out.append('<p class="tokens">')
+        for t, (tok, total) in enumerate(zip(en.tokens, en.totals)):
+            zero = en.overlays[t] is None
+            tip = f"{tok}: total credit {total:+.3g}" + (" (no region changes it)" if zero else "")
+            out.append(
+                f'<button class="tok" type="button" data-token="{t}" data-zero="{int(zero)}" '
+                f'title="{e(tip, quote=True)}">{e(tok) or "&#9251;"}<small>{total:+.2f}</small></button>'
+            )
+        out.append("</p>")
+        meta = [f"{e(str(v))} {e(str(k))}" for k, v in en.meta.items()]
+        meta.append(f"colour scale &plusmn;{en.vmax:.3g} per pixel")
+        links = [f'<a href="{e(u, quote=True)}">{e(k)}</a>' for k, u in en.links.items()]
+        out.append(f'<p class="meta">{" &middot; ".join(meta + links)}</p>')
+        out.append("</section>")
+        return "\n".join(out)
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the page (atomically) and return its path."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(self.html(), encoding="utf-8")
+        os.replace(tmp, p)
+        return p
+
+
+def write_report(explanations: Any, path: str | os.PathLike[str], title: str = "capshap explanations") -> Path:
+    """Write the HTML report of some explanations to ``path``; returns the path."""
+    rep = Report(title)
+    for exp in explanations:
+        rep.add(exp)
+    return rep.write(path)
+
+
+_CSS = """
+:root{--ov:0.7;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;background:#fafafa}
+body{margin:0 auto;max-width:1200px;padding:0 16px 40px}
+header{position:sticky;top:0;background:#fafafaee;padding:8px 0 10px;border-bottom:1px solid #ddd;z-index:5}
+h1{font-size:1.4em;margin:.3em 0}
+.summary{margin:.2em 0;color:#555}
+#strongest-btn{font:inherit;font-size:.95em;padding:2px 8px;border:1px solid #bbb;border-radius:4px;background:#fff;cursor:pointer}
+.controls{display:flex;flex-wrap:wrap;gap:18px;align-items:center;font-size:.92em}
+.legend{display:inline-flex;align-items:center;gap:6px;color:#555}
+.legend .bar{display:inline-block;width:120px;height:10px;border:1px solid #bbb;
+ background:linear-gradient(to right,NEG,rgba(255,255,255,0) 50%,POS)}
+main{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:22px;margin-top:16px}
+.item{background:#fff;border:1px solid #e2e2e2;border-radius:8px;padding:10px 12px}
+.item h2{font-size:.95em;margin:0 0 6px;color:#666;font-weight:600;word-break:break-all}
+.stage{position:relative;width:100%;background:#eee}
+.stage img{position:absolute;left:0;top:0;width:100%;height:100%;display:block}
+.stage .overlay{opacity:0;transition:opacity .12s;pointer-events:none}
+.stage .overlay.on{opacity:var(--ov)}
+.stage .outline{pointer-events:none}
+body.no-outlines .stage .outline{display:none}
+.stage.active .photo{filter:grayscale(1) contrast(.75) brightness(1.15)}
+.caption{font-size:1.05em;margin:.6em 0 .3em}
+.tokens{display:flex;flex-wrap:wrap;gap:4px;margin:.3em 0}
+.tok{font:inherit;font-size:.95em;border:1px solid #ccc;background:#f4f4f4;border-radius:4px;
+ padding:2px 7px;cursor:pointer;line-height:1.25}
+.tok small{display:block;font-size:.68em;color:#777}
+.tok[data-zero="1"]{color:#999;cursor:default}
+.tok:hover,.tok:focus{border-color:#888;outline:none}
+.tok.pinned{background:#222;color:#fff;border-color:#222}
+.tok.pinned small{color:#ddd}
+.meta{font-size:.8em;color:#777;margin:.4em 0 0}
+.meta a{color:#357}
+.failures{grid-column:1/-1;background:#fff4f4;border:1px solid #f0caca;border-radius:8px;padding:8px 14px}
+.failures h2{font-size:1em;margin:.3em 0}
+"""
+
+_JS = """
+(function(){
+  var root=document.documentElement;
+  var op=document.getElementById('opacity');
+  function setOp(){root.style.setProperty('--ov',(op.value/100).toString());}
+  op.addEventListener('input',setOp);setOp();
+  var ol=document.getElementById('outlines');
+  if(ol){ol.addEventListener('change',function(){document.body.classList.toggle('no-outlines',!ol.checked);});}
+  var pins=[];
+  document.querySelectorAll('.item').forEach(function(item){
+    var stage=item.querySelector('.stage');
+    var pinned=null;
+    function show(t){
+      stage.querySelectorAll('.overlay').forEach(function(o){o.classList.toggle('on',o.dataset.token===t);});
+      stage.classList.toggle('active',t!==null);
+    }
+    function pin(t){
+      pinned=t;
+      item.querySelectorAll('.tok').forEach(function(x){x.classList.toggle('pinned',x.dataset.token===pinned);});
+      show(pinned);
+    }
+    item.querySelectorAll('.tok').forEach(function(b){
+      var t=b.dataset.token;
+      b.addEventListener('mouseenter',function(){show(t);});
+      b.addEventListener('focus',function(){show(t);});
+      b.addEventListener('mouseleave',function(){show(pinned);});
+      b.addEventListener('blur',function(){show(pinned);});
+      b.addEventListener('click',function(){pin(pinned===t?null:t);});
+    });
+    pins.push(function(on){var s=item.dataset.strongest;pin(on&&s!=='-1'?s:null);});
+  });
+  var all=false;
+  function strongest(on){all=on;pins.forEach(function(f){f(on);});}
+  document.getElementById('strongest-btn').addEventListener('click',function(){strongest(!all);});
+  if(location.hash==='#strongest'){strongest(true);}
+})();
+"""
