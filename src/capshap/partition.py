@@ -223,9 +223,11 @@ def axis_aligned(h: int, w: int, channels: bool = False, c: int = 3) -> Tree:
         raise ValueError(f"image size must be positive, got {h}x{w}x{C}")
     M = h * w * C
     # Generate all boxes level by level, as columns x0, x1, y0, y1, z0, z1 (x = rows, as in
-    # shap), with each box's parent, side and depth-first start position.
+    # shap), with each box's depth-first start position and the index of its first child
+    # (children are generated next to each other, left then right).
     cols = [np.array([v], dtype=np.int32) for v in (0, h, 0, w, 0, C)]
-    levels = [(cols, np.array([-1], dtype=np.int64), np.array([False]), np.array([0], dtype=np.int64))]
+    levels = [(cols, np.array([0], dtype=np.int64))]
+    first_child = [np.full(1, -1, dtype=np.int64)]
     start, total = 0, 1
     while True:
         x0, x1, y0, y1, z0, z1 = cols
@@ -256,21 +258,20 @@ def axis_aligned(h: int, w: int, channels: bool = False, c: int = 3) -> Tree:
             new[k][0::2] = lv
             new[k][1::2] = rv
         lsize = (xm - x0).astype(np.int64) * (ym - y0) * (zm - z0)
-        plo = levels[-1][3][idx]
+        plo = levels[-1][1][idx]
         lo = np.empty(n2, dtype=np.int64)
         lo[0::2] = plo
         lo[1::2] = plo + lsize
-        side = np.zeros(n2, dtype=bool)
-        side[0::2] = True
-        levels.append((new, np.repeat(start + idx, 2), side, lo))
+        first_child[-1][idx] = total + 2 * np.arange(idx.size)
+        first_child.append(np.full(n2, -1, dtype=np.int64))
+        levels.append((new, lo))
         start = total
         total += n2
         cols = new
     B = [np.concatenate([lev[0][k] for lev in levels]) for k in range(6)]
-    P = np.concatenate([lev[1] for lev in levels])
-    IL = np.concatenate([lev[2] for lev in levels])
-    LO = np.concatenate([lev[3] for lev in levels])
-    assert len(P) == 2 * M - 1
+    LO = np.concatenate([lev[1] for lev in levels])
+    FC = np.concatenate(first_child)
+    assert len(LO) == 2 * M - 1
     size = (B[1] - B[0]).astype(np.int64) * (B[3] - B[2]) * (B[5] - B[4])
     # shap pops nodes from a heap keyed by (-size, x0, x1, y0, y1, z0, z1); children always
     # sort after their parent, so the pop order is the global sort order of these keys.
@@ -283,25 +284,21 @@ def axis_aligned(h: int, w: int, channels: bool = False, c: int = 3) -> Tree:
         order = np.argsort(key)  # keys are unique
     else:  # pragma: no cover - only for gigantic images
         order = np.lexsort((B[5], B[4], B[3], B[2], B[1], B[0], -size))
-    ids = np.empty(len(P), dtype=np.int64)
-    ids[order] = np.arange(2 * M - 2, -1, -1)
-    linkage = np.zeros((M - 1, 4), dtype=np.float64)
-    child = np.arange(1, len(P))
-    prow = ids[P[1:]] - M
-    left = IL[1:]
-    linkage[prow[left], 0] = ids[child[left]]
-    linkage[prow[~left], 1] = ids[child[~left]]
-    internal = size > 1
-    linkage[ids[internal] - M, 3] = size[internal]
+    g = order[::-1]  # node id -> generated box (shap numbers nodes in reverse pop order)
+    ids = np.empty(len(LO), dtype=np.int64)  # generated box -> node id
+    ids[g] = np.arange(2 * M - 1)
+    sizes = size[g]
+    lo = LO[g]
+    fc = FC[g[M:]]
+    linkage = np.empty((M - 1, 4), dtype=np.float64)
+    linkage[:, 0] = ids[fc]
+    linkage[:, 1] = ids[fc + 1]
+    linkage[:, 2] = 0.0
+    linkage[:, 3] = sizes[M:]
     # reflected boxes in node order: the element with flat index i is leaf i
     rects = np.empty((2 * M - 1, 6), dtype=np.int32)
     for k, (ext, col) in enumerate(((h, 1), (h, 0), (w, 3), (w, 2), (C, 5), (C, 4))):
-        rects[ids, k] = ext - B[col]
-    # depth-first layout of the reflected tree, known from the generation
-    sizes = np.empty(2 * M - 1, dtype=np.int64)
-    sizes[ids] = size
-    lo = np.empty(2 * M - 1, dtype=np.int64)
-    lo[ids] = LO
+        rects[:, k] = ext - B[col][g]
     shape = (h, w, C) if channels else (h, w)
     leaf_index = np.arange(M, dtype=np.int32).reshape(shape)
     return Tree(
