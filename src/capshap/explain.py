@@ -208,40 +208,53 @@ def explain(
     channels: bool = False,
     n_segments: int = 64,
     progress: Callable[[int], None] | None = None,
+    on_error: str = "skip",
 ) -> list[Explanation]:
     """Caption and explain images; the defaults are the SHAP notebook's.
 
     images: a path (file or folder), a list of paths, arrays (H, W, 3) or PIL images.
     captioner: a Captioner or a function image -> str; None gives the embedded offline
     default (EfficientNet-Lite0 "a photo of a {label}"). scorer: see :func:`make_scorer`.
-    Returns one :class:`Explanation` per image, in order.
+    on_error: "skip" (default) logs an image that cannot be loaded, captioned or scored
+    with its name and the reason and goes on with the others; "raise" stops at it.
+    Returns one :class:`Explanation` per image explained, in order (``exp.name`` says
+    which); bad parameters always raise.
     """
     check_params(max_evals, batch_size, fixed_context)
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     cap = _default_captioner() if captioner is None else as_captioner(captioner)
     out = []
     for name, img in _iter_inputs(images, max_side):
-        t0 = time.perf_counter()
-        caption = cap.caption([img])[0]
-        t_cap = time.perf_counter() - t0
-        bound = make_scorer(scorer, cap, caption)
-        exp = explain_image(
-            img,
-            bound,
-            mask=mask,
-            max_evals=max_evals,
-            batch_size=batch_size,
-            fixed_context=fixed_context,
-            tree=tree,
-            channels=channels,
-            n_segments=n_segments,
-            seed=seed,
-            name=name,
-            progress=progress,
-        )
-        exp.timings["caption"] = t_cap
-        exp.params["captioner"] = getattr(cap, "name", type(cap).__name__)
+        if isinstance(img, Exception):
+            if on_error == "raise":
+                raise img
+            logger.error("skipped %s: %s", name, img)
+            continue
+        try:
+            exp = _explain_one(
+                name, img, cap, scorer, mask=mask, max_evals=max_evals, batch_size=batch_size,
+                fixed_context=fixed_context, tree=tree, channels=channels, n_segments=n_segments,
+                seed=seed, progress=progress,
+            )
+        except Exception as e:  # one image's failure must not lose the others
+            if on_error == "raise":
+                raise
+            logger.error("skipped %s: %s: %s", name, type(e).__name__, e)
+            continue
         out.append(exp)
     return out
+
+
+def _explain_one(name: str, img: np.ndarray, cap: Captioner, scorer: Any, **kw: Any) -> Explanation:
+    t0 = time.perf_counter()
+    caption = cap.caption([img])[0]
+    t_cap = time.perf_counter() - t0
+    bound = make_scorer(scorer, cap, caption)
+    exp = explain_image(img, bound, name=name, **kw)
+    exp.timings["caption"] = t_cap
+    exp.params["captioner"] = getattr(cap, "name", type(cap).__name__)
+    return exp
 
 
 def _default_captioner() -> Captioner:
@@ -250,17 +263,18 @@ def _default_captioner() -> Captioner:
     return BuiltinCaptioner()
 
 
-def _iter_inputs(images: Any, max_side: int | None) -> Iterable[tuple[str, np.ndarray]]:
+def _iter_inputs(images: Any, max_side: int | None) -> Iterable[tuple[str, Any]]:
+    """(name, array) per input; for files that fail to load, (name, the ImageError)."""
     if isinstance(images, (str, Path)) or (
         isinstance(images, (list, tuple)) and images and all(isinstance(p, (str, Path)) for p in images)
     ):
         for rec in _images.iter_images(images, max_side=max_side):
-            if rec.error is not None:
-                raise rec.error
-            yield rec.name, rec.array
+            yield rec.name, (rec.error if rec.error is not None else rec.array)
         return
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = [images]
     for i, im in enumerate(images if isinstance(images, (list, tuple)) else [images]):
-        arr = _images.load_image(im, max_side=max_side)
-        yield f"image{i}", arr
+        try:
+            yield f"image{i}", _images.load_image(im, max_side=max_side, name=f"image{i}")
+        except _images.ImageError as e:
+            yield f"image{i}", e
