@@ -32,7 +32,6 @@ import os
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 
 import numpy as np
 

@@ -63,18 +63,9 @@ def test_bad_linkage_is_rejected():
         Tree(t.linkage, t.leaf_index + 10)
 
 
-def test_500px_tree_builds_fast():
-    import time
-
-    axis_aligned(64, 64)
-    best = min(_timed(lambda: axis_aligned(500, 500)) for _ in range(3))
-    print(f"500x500 axis tree: {best * 1e3:.1f} ms")
-    assert best < 0.5  # typically ~0.07 s on 2 cores; loose bound against a noisy CI
-
-
-def _timed(fn):
-    import time
-
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+def test_500px_tree_is_laid_out_like_the_generic_code():
+    # build time is measured by benchmarks/trees.py; here: the fast path is right at size
+    t = axis_aligned(500, 375)
+    assert t.n_leaves == 500 * 375 and t.counts[t.root] == 500 * 375
+    sub = Tree(t.linkage, t.leaf_index)
+    np.testing.assert_array_equal(sub.span, t.span)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import cv2
 import numpy as np
@@ -187,15 +186,10 @@ def test_tree_values_are_constant_within_leaves(small_trees):
         assert np.allclose(v, v[0])
 
 
-def test_build_time_for_a_500x375_photo(photo):
-    segments(photo, "slic", 100)  # warm-up (imports)
-    best = np.inf
-    for _ in range(3):
-        t0 = time.perf_counter()
-        segments(photo, "slic", 100)
-        best = min(best, time.perf_counter() - t0)
-    print(f"slic tree for a 500x375 photo: {best:.3f} s")
-    assert best < 3.0
+def test_500x375_photo_tree(photo):
+    # build time is measured by benchmarks/trees.py, not here
+    tree = segments(photo, "slic", 100)
+    assert tree.shape == photo.shape[:2] and tree.counts[tree.root] == photo.shape[0] * photo.shape[1]
 
 
 # -- label maps ---------------------------------------------------------------------------

@@ -3,7 +3,6 @@ the planted-object test and build times (capshap.segments + capshap.explain_imag
 
 from __future__ import annotations
 
-import time
 
 import cv2
 import numpy as np
@@ -273,17 +272,9 @@ def photo() -> np.ndarray:
 
 
 @pytest.mark.parametrize("method", ["slic", "felzenszwalb", "quickshift"])
-def test_build_time_for_a_500x375_photo(photo, method):
+def test_500x375_photo_trees(photo, method):
+    # build times are measured by benchmarks/trees.py, not in the tests
     assert photo.shape == (375, 500, 3)
-    segments(photo[:120, :160], method, 8)  # imports and first-call costs
-    runs = 1 if method == "quickshift" else 3  # quickshift alone takes seconds
-    best = np.inf
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        tree = segments(photo, method, 100)
-        best = min(best, time.perf_counter() - t0)
-    depth = tree.params["depth"]
-    print(f"\n{method} tree for a 500x375 photo: {best:.3f} s ({tree.n_leaves} leaves, depth {depth})")
+    tree = segments(photo, method, 100)
     assert 50 <= tree.n_leaves <= 100
-    if method != "quickshift":  # the target; quickshift's own segmentation takes ~2-3 s
-        assert best < 1.0
+    assert tree.counts[tree.root] == 375 * 500

@@ -310,7 +310,7 @@ def _top_regions(exp: Explanation, k: int) -> list[list[dict[str, Any]]]:
     def box(node: int) -> list[int]:
         if node not in boxes:
             if tree.rects is not None:
-                y0, y1, x0, x1 = (int(v) for v in tree.rects[node, :4])
+                y0, y1, x0, x1 = (int(v) for v in tree.rects[node][:4])
                 boxes[node] = [x0, y0, x1, y1]
             else:
                 m = tree.node_mask(node)

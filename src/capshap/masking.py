@@ -141,15 +141,14 @@ class Masker:
         tree = self.tree
         if tree.rects is not None and len(coalition) < 64:
             vis = np.zeros(tree.shape, dtype=bool)
-            r = tree.rects
-            if tree.channels:
-                for n in coalition:
-                    y0, y1, x0, x1, c0, c1 = r[n]
-                    vis[y0:y1, x0:x1, c0:c1] = True
-            else:
-                for n in coalition:
-                    y0, y1, x0, x1 = r[n, :4]
-                    vis[y0:y1, x0:x1] = True
+            if len(coalition):
+                boxes = tree.rects[np.fromiter(coalition, dtype=np.int64, count=len(coalition))].tolist()
+                if tree.channels:
+                    for y0, y1, x0, x1, c0, c1 in boxes:
+                        vis[y0:y1, x0:x1, c0:c1] = True
+                else:
+                    for y0, y1, x0, x1, _, _ in boxes:
+                        vis[y0:y1, x0:x1] = True
             return vis
         return tree.mask(coalition)
 

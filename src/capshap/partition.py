@@ -35,8 +35,9 @@ class Tree:
         The leaf each grid element belongs to.
     kind : str
         "axis" for axis-aligned trees, else the segmentation method.
-    rects : (2M - 1, 6) int32 or None
-        For axis-aligned trees, each node's box ``y0, y1, x0, x1, c0, c1`` (end exclusive).
+    rects : (2M - 1, 6) int32 array-like, or None
+        For axis-aligned trees, each node's box ``y0, y1, x0, x1, c0, c1`` (end exclusive);
+        ``rects[node]`` is cheap, ``np.asarray(rects)`` gives the whole table.
     params : dict
         How the tree was made (JSON-serialisable).
     """
@@ -184,7 +185,7 @@ class Tree:
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {"tree_linkage": self.linkage, "tree_leaf_index": self.leaf_index}
         if self.rects is not None:
-            out["tree_rects"] = self.rects
+            out["tree_rects"] = np.asarray(self.rects)
         return out
 
     @classmethod
@@ -228,7 +229,7 @@ def axis_aligned(h: int, w: int, channels: bool = False, c: int = 3) -> Tree:
     cols = [np.array([v], dtype=np.int32) for v in (0, h, 0, w, 0, C)]
     levels = [(cols, np.array([0], dtype=np.int64))]
     first_child = [np.full(1, -1, dtype=np.int64)]
-    start, total = 0, 1
+    total = 1
     while True:
         x0, x1, y0, y1, z0, z1 = cols
         xw, yw, zw = x1 - x0, y1 - y0, z1 - z0
@@ -265,7 +266,6 @@ def axis_aligned(h: int, w: int, channels: bool = False, c: int = 3) -> Tree:
         first_child[-1][idx] = total + 2 * np.arange(idx.size)
         first_child.append(np.full(n2, -1, dtype=np.int64))
         levels.append((new, lo))
-        start = total
         total += n2
         cols = new
     B = [np.concatenate([lev[0][k] for lev in levels]) for k in range(6)]
@@ -295,15 +295,53 @@ def axis_aligned(h: int, w: int, channels: bool = False, c: int = 3) -> Tree:
     linkage[:, 1] = ids[fc + 1]
     linkage[:, 2] = 0.0
     linkage[:, 3] = sizes[M:]
-    # reflected boxes in node order: the element with flat index i is leaf i
-    rects = np.empty((2 * M - 1, 6), dtype=np.int32)
-    for k, (ext, col) in enumerate(((h, 1), (h, 0), (w, 3), (w, 2), (C, 5), (C, 4))):
-        rects[:, k] = ext - B[col][g]
+    # reflected boxes in node order (the element with flat index i is leaf i), looked up
+    # per node on demand rather than gathered for all 2M - 1 nodes up front
+    rects = _ReflectedBoxes(B, g, (h, w, C))
     shape = (h, w, C) if channels else (h, w)
     leaf_index = np.arange(M, dtype=np.int32).reshape(shape)
     return Tree(
         linkage, leaf_index, kind="axis", rects=rects, params={"channels": bool(channels)}, _known=(sizes, lo)
     )
+
+
+class _ReflectedBoxes:
+    """Node boxes ``y0, y1, x0, x1, c0, c1`` of an axis-aligned tree, computed on access.
+
+    Indexing by node (an int or an index array) gives int32 rows; ``np.asarray`` gives
+    the full (2M - 1, 6) array (computed once).
+    """
+
+    _COLS = ((0, 1), (0, 0), (1, 3), (1, 2), (2, 5), (2, 4))  # (extent, generated column)
+
+    def __init__(self, cols: list[np.ndarray], node_to_box: np.ndarray, extent: tuple[int, int, int]):
+        self._cols = cols
+        self._g = node_to_box
+        self._ext = extent
+        self._full: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self._g), 6)
+
+    def __len__(self) -> int:
+        return len(self._g)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if self._full is not None:
+            return self._full[index]
+        if isinstance(index, tuple):
+            return np.asarray(self)[index]
+        b = self._g[index]
+        return np.stack([self._ext[e] - self._cols[c][b] for e, c in self._COLS], axis=-1).astype(np.int32)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if self._full is None:
+            full = np.empty(self.shape, dtype=np.int32)
+            for k, (e, c) in enumerate(self._COLS):
+                full[:, k] = self._ext[e] - self._cols[c][self._g]
+            self._full = full
+        return self._full if dtype is None else self._full.astype(dtype)
 
 
 def segments(image: np.ndarray, method: str = "slic", n_segments: int = 64, **kwargs: Any) -> Tree:
