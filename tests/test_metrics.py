@@ -228,13 +228,16 @@ def test_constant_token_gives_nan_normalised_areas_and_null_json(exp, tmp_path):
     r = deletion_insertion(exp, sc, steps=4, random_orders=2)
     dog = r["tokens"][1]
     assert math.isnan(dog["deletion_auc"]) and math.isnan(dog["random_insertion_auc"])
-    assert dog["deletion_auc_raw"] == pytest.approx(0.5) and not dog["deletion_beats_random"]
+    assert dog["deletion_auc_raw"] == pytest.approx(0.5) and dog["deletion_beats_random"] is None
     assert r["summary"]["deletion_beats_random"] == 1.0  # over the tokens that can be compared
     exp.save(tmp_path / "run" / "pets")
     res = evaluate_run(tmp_path / "run", scorer_factory=sc, steps=4, random_orders=2)
     text = (tmp_path / "run" / "metrics.json").read_text(encoding="utf-8")
     assert "NaN" not in text and json.loads(text)["rows"][1]["deletion_auc"] is None
     assert res["rows"][1]["deletion_auc"] is None
+    # the run's summary counts only tokens that can be compared with random orders
+    assert res["rows"][1]["deletion_beats_random"] is None
+    assert res["summary"]["deletion_beats_random"] == 1.0
     assert "| pets.jpg | dog | – (– ± –) |" in (tmp_path / "run" / "metrics.md").read_text(encoding="utf-8")
 
 

@@ -285,7 +285,8 @@ def deletion_insertion(
     and ``*_auc_raw`` (raw areas); ``random_deletion_auc`` / ``random_insertion_auc`` and
     their ``_std``, ``_raw`` and ``_raw_std`` variants; ``random_deletion_curve`` /
     ``random_insertion_curve`` (mean normalised curves); ``deletion_beats_random`` (deletion
-    area below the random mean) and ``insertion_beats_random`` (insertion area above it).
+    area below the random mean) and ``insertion_beats_random`` (insertion area above it),
+    None where either area is undefined.
     """
     checks = (("steps", steps, 1), ("batch_size", batch_size, 1), ("random_orders", random_orders, 0), ("block", block, 1))
     for name, val, lo in checks:
@@ -388,8 +389,11 @@ def deletion_insertion(
             "random_deletion_curve": norm(r_del.mean(0)) if len(random_ids) else np.full(steps + 1, np.nan),
             "random_insertion_curve": norm(r_ins.mean(0)) if len(random_ids) else np.full(steps + 1, np.nan),
         }
-        rec["deletion_beats_random"] = bool(rec["deletion_auc"] < rec["random_deletion_auc"])
-        rec["insertion_beats_random"] = bool(rec["insertion_auc"] > rec["random_insertion_auc"])
+        # None where the comparison is undefined (a token whose score does not depend on
+        # the image has no normalised curve), so summaries count comparable tokens only
+        for kind, better in (("deletion", np.less), ("insertion", np.greater)):
+            a, b = rec[f"{kind}_auc"], rec[f"random_{kind}_auc"]
+            rec[f"{kind}_beats_random"] = bool(better(a, b)) if math.isfinite(a) and math.isfinite(b) else None
         per_token.append(rec)
 
     def share(key: str) -> float:
