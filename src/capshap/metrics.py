@@ -61,6 +61,7 @@ from typing import Any, Union
 import numpy as np
 
 from .explanation import Explanation
+from .explanation import _jsonable as _clean
 from .masking import Fill, Masker
 from .models import Scorer
 from .partition import axis_aligned
@@ -136,26 +137,6 @@ def _nanstd(a: Sequence[float]) -> float:
     a = np.asarray(a, dtype=np.float64)
     a = a[np.isfinite(a)]
     return float(a.std()) if a.size else float("nan")
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-ready copy: numpy scalars/arrays to Python, NaN/inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer, int)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    return repr(obj)
 
 
 class _Plan:
