@@ -20,7 +20,7 @@ from PIL import Image
 
 from capshap import Explanation, FunctionCaptioner
 from capshap.cli import build_parser, main
-from capshap.specs import SpecError, build_captioner, build_scorer, parse_tree, resize_nearest
+from capshap.specs import SpecError, build_captioner, build_scorer, parse_generate, parse_tree, resize_nearest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -140,6 +140,8 @@ def test_failures_are_reported_and_skipped(tmp_path):
         (["--grid", "some"], "--grid"),
         (["--max-side", "500", "--no-resize"], "not allowed with"),
         (["--captioner", "builtin:0"], "top-k"),
+        (["--generate", "max_new_tokens=5"], "hf: captioners only"),
+        (["--generate", "20"], "--generate 20"),
     ],
 )
 def test_usage_errors_exit_2(args, needle, capsys, tmp_path):
@@ -358,3 +360,35 @@ def test_output_names_never_collide():
     assert [_out_stem(n, used) for n in ["2.jpg", "2.png", "sub/2.jpg", "2_2.jpg", "../x.jpg"]] == [
         "2", "2_2", "sub/2", "2_2_2", "x"
     ]
+
+
+def test_parse_generate():
+    got = parse_generate("max_new_tokens=20, num_beams=3,do_sample=false,temperature=0.7,eos=none,x=ab")
+    assert got == {"max_new_tokens": 20, "num_beams": 3, "do_sample": False, "temperature": 0.7,
+                   "eos": None, "x": "ab"}
+    with pytest.raises(SpecError, match="KEY=VALUE"):
+        parse_generate("max_new_tokens")
+
+
+def test_hf_captioner_through_the_cli_with_generation_settings(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        import tiny_models as tm
+    finally:
+        sys.path.pop(0)
+    folder = tm.vit_gpt2_dir()
+    out = tmp_path / "hf"
+    code = main(["explain", str(EXAMPLES / "2.jpg"), "--out", str(out), "--captioner", f"hf:{folder}",
+                 "--device", "cpu", "--generate", "min_new_tokens=3,max_new_tokens=5", "--max-evals", "8",
+                 "--batch-size", "8", "--mask", "blur(9,9)", "-q"])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "2.json").read_text())
+    assert meta["params"]["generate_kwargs"] == {"min_new_tokens": 3, "max_new_tokens": 5}
+    assert meta["caption"].strip() and len(meta["tokens"]) >= 1
+    exp = Explanation.load(out / "2.npz")
+    np.testing.assert_allclose(exp.values.astype(np.float64).sum((0, 1)), exp.outputs - exp.base_values,
+                               rtol=1e-4, atol=1e-4)
+    # evaluate rebuilds the same captioner (with its generation settings) from the saved params
+    assert main(["evaluate", str(out), "--steps", "2", "--random-orders", "1", "--device", "cpu", "-q"]) == 0
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert len(rows) == len(meta["tokens"])

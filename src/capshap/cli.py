@@ -162,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None, metavar="DEV",
                    help="torch device for the models: cpu, cuda, cuda:1, mps (default: builtin on cpu, "
                    "Hugging Face models on cuda if available)")
+    e.add_argument("--generate", default=None, metavar="K=V,...",
+                   help="generation settings for hf: captioners, e.g. max_new_tokens=20,num_beams=3")
+    e.add_argument("--prompt", default=None, metavar="TEXT",
+                   help="text prompt for hf: captioners that take one (BLIP, GIT), e.g. 'a picture of'; "
+                   "it is not part of the explained caption")
     e.add_argument("--cache", default=None, metavar="DIR",
                    help="caption cache folder (azure, hf): re-runs cost no API calls for images seen before")
     e.add_argument("--grid", type=_grid_value, default=None, metavar="N|all",
@@ -345,7 +350,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .images import ImageError, iter_images
     from .masking import parse_fill
     from .owen import check_params
-    from .specs import SpecError, build_captioner, build_scorer, parse_tree
+    from .specs import SpecError, build_captioner, build_scorer, parse_generate, parse_tree
 
     # ---- validate everything before any model loads
     try:
@@ -382,7 +387,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     except (ImageError, ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
     try:
-        captioner = build_captioner(args.captioner, device=args.device, cache_dir=args.cache)
+        generate = parse_generate(args.generate) if args.generate else None
+        captioner = build_captioner(
+            args.captioner, device=args.device, cache_dir=args.cache, generate_kwargs=generate, prompt=args.prompt
+        )
         factory = build_scorer(args.scorer, captioner, device=args.device)
     except SpecError as e:
         raise UsageError(str(e)) from None
@@ -449,6 +457,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                 exp.params.update(
                     captioner=getattr(captioner, "name", type(captioner).__name__),
                     captioner_spec=args.captioner,
+                    generate_kwargs=generate,
+                    prompt=args.prompt,
                     scorer_spec=args.scorer,
                     tree_spec=tree_source.spec,
                     device=args.device,

@@ -644,10 +644,13 @@ def _scorer_for(
         from . import specs
     except ImportError as e:  # pragma: no cover - depends on the checkout
         raise ImportError("rebuilding scorers from saved specs needs capshap.specs") from e
-    key = json.dumps(cspec, sort_keys=True, default=repr)
+    gen, prompt = exp.params.get("generate_kwargs"), exp.params.get("prompt")
+    key = json.dumps([cspec, gen, prompt], sort_keys=True, default=repr)
     if key not in cache:
         logger.info("Building captioner %s", key)
-        cache[key] = specs.build_captioner(cspec, device=device, cache_dir=cache_dir)
+        cache[key] = specs.build_captioner(
+            cspec, device=device, cache_dir=cache_dir, generate_kwargs=gen, prompt=prompt
+        )
     captioner = cache[key]
     skey = key + "|" + json.dumps(sspec, sort_keys=True, default=repr)
     if skey not in cache:

@@ -125,6 +125,8 @@ def build_captioner(
     device: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     batch_size: int | None = None,
+    generate_kwargs: dict[str, Any] | None = None,
+    prompt: str | None = None,
 ) -> Captioner:
     """A captioner from a spec (see :data:`CAPTIONER_HELP`).
 
@@ -135,6 +137,8 @@ def build_captioner(
     cache_dir: a folder for the caption cache (azure: its own cache; hf: captions of
     masked images, useful with surrogate and presence scorers); builtin needs none.
     batch_size: images per forward pass for builtin and hf (None: their defaults).
+    generate_kwargs, prompt: generation settings and a text prompt (BLIP's conditional
+    captioning, GIT) for hf captioners; other captioners refuse them.
 
     Raises :class:`SpecError` for an unknown or unusable spec; the underlying error
     (missing package, missing key, model not found) is kept as ``__cause__``.
@@ -145,6 +149,8 @@ def build_captioner(
     s = spec.strip()
     kind, _, arg = s.partition(":")
     kind = kind.lower()
+    if kind != "hf" and (generate_kwargs or prompt):
+        raise SpecError("--generate/--prompt", s, "generation settings and prompts apply to hf: captioners only")
     try:
         if kind == "builtin":
             from .builtin import BuiltinCaptioner
@@ -163,7 +169,7 @@ def build_captioner(
                 raise SpecError(opt, s, "give the model: hf:ID_OR_PATH, e.g. hf:nlpconnect/vit-gpt2-image-captioning")
             from .hf import HFCaptioner
 
-            kw = {"device": device}
+            kw = {"device": device, "generate_kwargs": dict(generate_kwargs or {}) or None, "prompt": prompt}
             if batch_size is not None:
                 kw["batch_size"] = int(batch_size)
             cap: Captioner = HFCaptioner(arg, **kw)
@@ -409,6 +415,34 @@ class TreeSource:
                 m = m.any(axis=2)
             masks.append(_fit_to(np.asarray(m) != 0, f"mask {p}", image, original_size))
         return masks
+
+
+def parse_generate(text: str) -> dict[str, Any]:
+    """``--generate`` settings: ``"max_new_tokens=20,num_beams=3,do_sample=false"`` -> a dict
+    with ints, floats, booleans and None converted; anything else stays a string."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, raw = part.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise SpecError("--generate", text, f"{part!r} is not KEY=VALUE; e.g. max_new_tokens=20,num_beams=3")
+        raw = raw.strip()
+        low = raw.lower()
+        value: Any
+        if low in ("true", "false"):
+            value = low == "true"
+        elif low == "none":
+            value = None
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    value = raw
+        out[key] = value
+    return out
 
 
 def parse_tree(spec: str) -> TreeSource:
