@@ -51,6 +51,8 @@ def test_lower_preserves_totals_and_spreads_evenly():
     left = tree.node_mask(tree.left(tree.root))
     np.testing.assert_allclose(px[~left, 0], 0.5)
     np.testing.assert_allclose(px[left, 0], 0.5 + 1.0 / left.sum())
+    nodes = np.array([tree.root, tree.left(tree.root)])
+    np.testing.assert_array_equal(tree.lower_nodes(nodes, vals[nodes]), px)
 
 
 def test_bad_linkage_is_rejected():

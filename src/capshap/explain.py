@@ -151,9 +151,7 @@ def explain_image(
             f"the scorer returned {T} scores per image but its caption has {len(scorer.tokens)} tokens "
             f"({scorer.tokens!r}); a scorer must return one column per token"
         )
-    dense = np.zeros((region_tree.n_nodes, T))
-    dense[res.nodes] = res.node_values
-    values = region_tree.lower(dense).astype(np.float32)
+    values = region_tree.lower_nodes(res.nodes, res.node_values.reshape(len(res.nodes), T)).astype(np.float32)
     total = time.perf_counter() - t0
     params = {
         "max_evals": int(max_evals),

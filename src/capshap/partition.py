@@ -165,15 +165,21 @@ class Tree:
 
         node_values: (2M - 1, T) -> (*shape, T) float64. An element's value is the sum, over
         the nodes containing it, of the node's value divided by its element count, so the
-        total is preserved exactly (up to rounding).
+        total is preserved exactly (up to rounding). See :meth:`lower_nodes` for credit
+        held on a few nodes only.
         """
         node_values = np.asarray(node_values, dtype=np.float64)
         nz = np.flatnonzero(np.any(node_values != 0, axis=1))
-        T = node_values.shape[1]
-        acc = np.zeros((self.n_leaves + 1, T), dtype=np.float64)
-        dens = node_values[nz] / np.maximum(self.counts[nz], 1)[:, None]
-        np.add.at(acc, self.span[nz, 0], dens)
-        np.add.at(acc, self.span[nz, 1], -dens)
+        return self.lower_nodes(nz, node_values[nz])
+
+    def lower_nodes(self, nodes: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Like :meth:`lower` for credit on some nodes: nodes (K,) int, values (K, T)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64).reshape(len(nodes), -1)
+        acc = np.zeros((self.n_leaves + 1, values.shape[1]), dtype=np.float64)
+        dens = values / np.maximum(self.counts[nodes], 1)[:, None]
+        np.add.at(acc, self.span[nodes, 0], dens)
+        np.add.at(acc, self.span[nodes, 1], -dens)
         per_pos = np.cumsum(acc[:-1], axis=0)
         return per_pos[self.element_pos]
 
