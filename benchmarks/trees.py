@@ -25,8 +25,8 @@ def main() -> int:
     import skimage.data
     from PIL import Image
 
-    from capshap.partition import axis_aligned
-    from capshap.segments import segments
+    from capshap.regions.tree import axis_aligned
+    from capshap.regions.segments import segments
 
     print("| tree | image | best s | median s | leaves | depth |")
     print("|---|---|---|---|---|---|")

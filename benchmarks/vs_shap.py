@@ -192,8 +192,8 @@ def main(argv=None) -> int:
     import torch
 
     import capshap
-    from capshap.builtin import BuiltinCaptioner
-    from capshap.surrogate import SurrogateScorer
+    from capshap.captioners.builtin import BuiltinCaptioner
+    from capshap.scoring.surrogate import SurrogateScorer
 
     dev = args.device
     print(f"# capshap vs shap: max_evals={args.max_evals} batch_size={args.batch_size} mask={args.mask} "
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     clock = Clock(dev)
     captioner = BuiltinCaptioner(device=dev, batch_size=args.batch_size)
     clock.wrap(captioner._get_model())
-    labels = capshap.builtin.load_imagenet_labels()
+    labels = capshap.captioners.builtin.load_imagenet_labels()
     texts = [f"a photo of a {lab}" for lab in labels] * 2
     tok = train_tokenizer(texts)
     t = time.perf_counter()

@@ -1,6 +1,6 @@
 """A fake Azure AI Vision server for tests: real HTTP on 127.0.0.1, in a background thread.
 
-It speaks the two APIs :class:`capshap.azure.AzureCaptioner` uses:
+It speaks the two APIs :class:`capshap.captioners.azure.AzureCaptioner` uses:
 
 - ``POST /vision/v3.2/analyze?visualFeatures=Description`` (and ``v3.1``): answers
   ``{"description": {"captions": [{"text": ...}]}, ...}``;

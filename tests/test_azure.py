@@ -10,15 +10,15 @@ import time
 import numpy as np
 import pytest
 
-from capshap.azure import (
+from capshap.captioners.azure import (
     AzureAuthError,
     AzureCaptioner,
     AzureError,
     AzureRequestError,
     ImageLimitError,
 )
-from capshap.cache import CaptionCache, cache_key
-from capshap.models import Captioner, PresenceScorer
+from capshap.captioners.cache import CaptionCache, cache_key
+from capshap.interfaces import Captioner, PresenceScorer
 from fake_azure import PALETTE, FakeAzure, expected_caption
 
 KEY = "s3cret-KEY-do-not-leak-7f3a9c"
@@ -383,7 +383,7 @@ def test_corrupt_cache_file_is_ignored_with_a_warning(fake, tmp_path, caplog):
     make(fake, cache_dir=tmp_path).caption([im])
     (path,) = tmp_path.rglob("*.json")
     path.write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="capshap.cache"):
+    with caplog.at_level(logging.WARNING, logger="capshap.captioners.cache"):
         assert make(fake, cache_dir=tmp_path).caption([im]) == ["a red square"]
     assert "corrupt" in caplog.text and str(path) in caplog.text
     assert fake.total == 2

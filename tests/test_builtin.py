@@ -19,8 +19,8 @@ from PIL import Image
 from scipy.special import log_softmax, logsumexp
 from skimage import data as skdata
 
-from capshap.builtin import BuiltinCaptioner, format_caption, label_scores
-from capshap.models import OwnHead
+from capshap.captioners.builtin import BuiltinCaptioner, format_caption, label_scores
+from capshap.interfaces import OwnHead
 
 ROOT = Path(__file__).resolve().parents[1]
 TSV = ROOT / "src" / "capshap" / "data" / "imagenet_labels.tsv"

@@ -20,7 +20,7 @@ from PIL import Image
 
 from capshap import Explanation, FunctionCaptioner
 from capshap.cli import build_parser, main
-from capshap.specs import SpecError, build_captioner, build_scorer, parse_generate, parse_tree, resize_nearest
+from capshap.cli.specs import SpecError, build_captioner, build_scorer, parse_generate, parse_tree, resize_nearest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -194,7 +194,7 @@ def test_user_masks_tree(tmp_path, capsys):
         assert np.ptp(pv[leaf == lab], axis=0).max() < 1e-6
     assert json.loads((out / "2.json").read_text())["params"]["tree_spec"] == f"masks:{masks}"
     # re-plotting draws the outlines again from the saved tree
-    from capshap.plots import plot
+    from capshap.viz.plots import plot
 
     assert len([ax for ax in plot(exp).axes if ax.images][0].images) == 2
     # a mask that matches no image is a usage error naming the file
@@ -224,7 +224,7 @@ def _cap(img):
 
 def test_build_scorer_specs():
     cap = FunctionCaptioner(_cap)
-    from capshap.models import OwnHead, PresenceScorer
+    from capshap.interfaces import OwnHead, PresenceScorer
 
     assert isinstance(build_scorer("auto", cap), PresenceScorer)  # no language head
     assert isinstance(build_scorer("presence", cap), PresenceScorer)
@@ -271,14 +271,14 @@ def test_parse_tree_and_resize(tmp_path):
 
 def test_captioner_failure_on_one_image(tmp_path, monkeypatch, capsys):
     """A captioner that fails on one image: that image is reported, the other is saved."""
-    import capshap.specs
+    import capshap.cli.specs
 
     def flaky(img):
         if img.shape[0] != img.shape[1]:
             raise RuntimeError("service unavailable (HTTP 503)")
         return "a bird on a wire"
 
-    monkeypatch.setattr(capshap.specs, "build_captioner", lambda *a, **k: FunctionCaptioner(flaky, name="flaky"))
+    monkeypatch.setattr(capshap.cli.specs, "build_captioner", lambda *a, **k: FunctionCaptioner(flaky, name="flaky"))
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(EXAMPLES / "2.jpg", src / "a.jpg")
@@ -296,8 +296,8 @@ def test_captioner_failure_on_one_image(tmp_path, monkeypatch, capsys):
 
 
 def test_cached_captioner_calls_once(tmp_path):
-    from capshap.cache import CaptionCache
-    from capshap.specs import CachedCaptioner
+    from capshap.captioners.cache import CaptionCache
+    from capshap.cli.specs import CachedCaptioner
 
     calls = []
 
@@ -322,10 +322,10 @@ def test_hf_and_surrogate_specs(tmp_path):
         import tiny_models as tm
     finally:
         sys.path.pop(0)
-    from capshap.hf import HFCaptioner
-    from capshap.models import OwnHead
-    from capshap.specs import CachedCaptioner
-    from capshap.surrogate import SurrogateScorer
+    from capshap.captioners.hf import HFCaptioner
+    from capshap.interfaces import OwnHead
+    from capshap.cli.specs import CachedCaptioner
+    from capshap.scoring.surrogate import SurrogateScorer
 
     cap = build_captioner(f"hf:{tm.vit_gpt2_dir()}", device="cpu")
     assert isinstance(cap, HFCaptioner)

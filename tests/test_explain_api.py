@@ -1,4 +1,4 @@
-"""capshap.explain: the notebook's defaults end to end, and one bad image never loses the others."""
+"""capshap.run: the notebook's defaults end to end, and one bad image never loses the others."""
 
 import logging
 import shutil

@@ -17,8 +17,8 @@ pytest.importorskip("transformers")
 
 import tiny_models as tm  # noqa: E402
 
-from capshap.hf import HFCaptioner, ModelLoadError, OwnHeadScorer, resolve_device  # noqa: E402
-from capshap.logodds import (  # noqa: E402
+from capshap.captioners.hf import HFCaptioner, ModelLoadError, OwnHeadScorer, resolve_device  # noqa: E402
+from capshap.scoring.logodds import (  # noqa: E402
     SCORE_CAP,
     log1mexp,
     logodds_from_logprob,
@@ -26,7 +26,7 @@ from capshap.logodds import (  # noqa: E402
     token_logprob,
     token_scores_torch,
 )
-from capshap.models import OwnHead  # noqa: E402
+from capshap.interfaces import OwnHead  # noqa: E402
 
 KINDS = {"vit-gpt2": tm.vit_gpt2_dir, "blip": tm.blip_dir, "git": tm.git_dir}
 EXPECTED_KIND = {"vit-gpt2": "encoder-decoder", "blip": "blip", "git": "git"}
@@ -269,7 +269,7 @@ def test_bad_options_and_inputs_are_named(imgs, caplog):
         resolve_device("gpu0")
     with pytest.raises(ValueError, match="batch_size"):
         HFCaptioner(tm.git_dir(), device="cpu", batch_size=0)
-    with caplog.at_level(logging.WARNING, logger="capshap.hf"):
+    with caplog.at_level(logging.WARNING, logger="capshap.captioners.hf"):
         half = HFCaptioner(tm.git_dir(), device="cpu", half=True)
     assert half.model.dtype == torch.float32 and "half=True needs a GPU" in caplog.text
     assert resolve_device(None) == resolve_device("auto")

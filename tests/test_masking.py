@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from capshap.masking import Masker, parse_fill
-from capshap.partition import axis_aligned
+from capshap.regions.tree import axis_aligned
 
 shap = pytest.importorskip("shap")
 

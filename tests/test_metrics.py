@@ -191,7 +191,7 @@ def test_images_are_shared_batched_and_deterministic():
 
 
 def test_random_orders_follow_segment_leaves():
-    from capshap.segments import from_labels
+    from capshap.regions.segments import from_labels
 
     labels = (np.arange(64)[:, None] // 16) * 4 + (np.arange(64)[None, :] // 16)  # 16 squares of 16x16
     rng = np.random.default_rng(2)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from capshap.partition import Tree, axis_aligned
+from capshap.regions.tree import Tree, axis_aligned
 
 shap = pytest.importorskip("shap")
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 import capshap
 from capshap import Explanation, FunctionScorer, explain_image
-from capshap.plots import (
+from capshap.viz.plots import (
     grey_background,
     overlay_rgba,
     plot,
@@ -25,8 +25,8 @@ from capshap.plots import (
     segment_boundaries,
     value_scale,
 )
-from capshap.report import Report
-from capshap.segments import from_labels
+from capshap.viz.report import Report
+from capshap.regions.segments import from_labels
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -11,7 +11,7 @@ tiny = pytest.importorskip("tiny_models")
 
 @pytest.mark.parametrize("kind", ["vit_gpt2", "blip", "git"])
 def test_own_head_explanation_sums_to_score_gap(kind):
-    from capshap.hf import HFCaptioner
+    from capshap.captioners.hf import HFCaptioner
 
     folder = getattr(tiny, f"{kind}_dir")()
     cap = HFCaptioner(folder, device="cpu", generate_kwargs={"max_new_tokens": 6, "min_new_tokens": 3})
@@ -30,7 +30,7 @@ def test_own_head_explanation_sums_to_score_gap(kind):
 
 
 def test_surrogate_explanation_logs_captions():
-    from capshap.surrogate import SurrogateScorer
+    from capshap.scoring.surrogate import SurrogateScorer
 
     names = ["a dog running on the grass", "a cat sitting on top of a laptop", "a red car parked on the street"]
 

@@ -1,4 +1,4 @@
-"""Region trees from superpixels, label maps and masks (capshap.segments)."""
+"""Region trees from superpixels, label maps and masks (capshap.regions.segments)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from capshap import segments as seg_mod
-from capshap.segments import from_labels, from_masks, segments
+from capshap.regions import segments as seg_mod
+from capshap.regions.segments import from_labels, from_masks, segments
 
 CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=np.uint8)
 

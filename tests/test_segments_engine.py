@@ -1,5 +1,5 @@
 """Segment trees through the Owen engine: efficiency, per-leaf values, masking, save/load,
-the planted-object test and build times (capshap.segments + capshap.explain_image)."""
+the planted-object test and build times (capshap.regions.segments + capshap.explain_image)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from PIL import Image
 
 from capshap import Explanation, FunctionScorer, explain_image
 from capshap.masking import Masker
-from capshap.partition import Tree
-from capshap.segments import from_labels, from_masks, segments
+from capshap.regions.tree import Tree
+from capshap.regions.segments import from_labels, from_masks, segments
 
 
 # -- inputs -----------------------------------------------------------------------------

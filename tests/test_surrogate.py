@@ -15,10 +15,10 @@ pytest.importorskip("transformers")
 
 import tiny_models as tm  # noqa: E402
 
-from capshap.hf import ModelLoadError  # noqa: E402
-from capshap.logodds import log1mexp  # noqa: E402
-from capshap.models import FunctionCaptioner  # noqa: E402
-from capshap.surrogate import SurrogateScorer, boundary_tokens  # noqa: E402
+from capshap.captioners.hf import ModelLoadError  # noqa: E402
+from capshap.scoring.logodds import log1mexp  # noqa: E402
+from capshap.interfaces import FunctionCaptioner  # noqa: E402
+from capshap.scoring.surrogate import SurrogateScorer, boundary_tokens  # noqa: E402
 
 TARGET = "a dog running on the grass"
 CAPTIONS = [

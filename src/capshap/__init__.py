@@ -12,11 +12,11 @@ Heavy parts (torch, transformers, scikit-image) load only when used.
 from importlib import import_module
 from typing import Any
 
-from .explain import explain, explain_image, make_scorer, make_tree
-from .explanation import Explanation
-from .images import ImageError, iter_images, load_image
-from .masking import Masker
-from .models import (
+from capshap.run import explain, explain_image, make_scorer, make_tree
+from capshap.explanation import Explanation
+from capshap.images import ImageError, iter_images, load_image
+from capshap.masking import Masker
+from capshap.interfaces import (
     Captioner,
     FunctionCaptioner,
     FunctionScorer,
@@ -25,23 +25,23 @@ from .models import (
     Scorer,
     as_captioner,
 )
-from .owen import OwenResult, owen
-from .partition import Tree, axis_aligned
+from capshap.owen import OwenResult, owen
+from capshap.regions.tree import Tree, axis_aligned
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "HFCaptioner": ".hf",
-    "ModelLoadError": ".hf",
-    "SurrogateScorer": ".surrogate",
-    "AzureCaptioner": ".azure",
-    "AzureError": ".azure",
-    "CaptionCache": ".cache",
-    "BuiltinCaptioner": ".builtin",
-    "segments": ".segments",
-    "from_labels": ".segments",
-    "from_masks": ".segments",
-    "plot_grid": ".plots",
+    "HFCaptioner": ".captioners.hf",
+    "ModelLoadError": ".captioners.hf",
+    "SurrogateScorer": ".scoring.surrogate",
+    "AzureCaptioner": ".captioners.azure",
+    "AzureError": ".captioners.azure",
+    "CaptionCache": ".captioners.cache",
+    "BuiltinCaptioner": ".captioners.builtin",
+    "segments": ".regions.segments",
+    "from_labels": ".regions.segments",
+    "from_masks": ".regions.segments",
+    "plot_grid": ".viz.plots",
     "deletion_insertion": ".metrics",
     "pointing_game": ".metrics",
     "evaluate_run": ".metrics",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .partition import Tree
+from capshap.regions.tree import Tree
 
 __all__ = ["Explanation"]
 
@@ -101,14 +101,14 @@ class Explanation:
         return _top_regions(self, k)
 
     def plot(self, tokens: Any = None, **kwargs: Any) -> Any:
-        """The image and one heatmap per token as a matplotlib Figure; see :func:`capshap.plots.plot`."""
-        from .plots import plot
+        """The image and one heatmap per token as a matplotlib Figure; see :func:`capshap.viz.plots.plot`."""
+        from capshap.viz.plots import plot
 
         return plot(self, tokens, **kwargs)
 
     def plot_grid(self, limit: Any = 20, **kwargs: Any) -> Any:
-        """The evaluated masked images with their captions; see :func:`capshap.plots.plot_grid`."""
-        from .plots import plot_grid
+        """The evaluated masked images with their captions; see :func:`capshap.viz.plots.plot_grid`."""
+        from capshap.viz.plots import plot_grid
 
         return plot_grid(self, limit, **kwargs)
 
@@ -198,7 +198,7 @@ class Explanation:
         if tmeta is not None and "tree_linkage" in arrays:
             tree = Tree.from_arrays(arrays, kind=tmeta["kind"], params=tmeta.get("params"))
         elif tmeta is not None and tmeta.get("rebuild") == "axis":
-            from .partition import axis_aligned
+            from capshap.regions.tree import axis_aligned
 
             shape = [int(v) for v in tmeta["shape"]]
             tree = axis_aligned(shape[0], shape[1], channels=len(shape) == 3, c=shape[2] if len(shape) == 3 else 3)

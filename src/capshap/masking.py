@@ -24,7 +24,7 @@ from typing import Any, Union
 import cv2
 import numpy as np
 
-from .partition import Tree
+from capshap.regions.tree import Tree
 
 __all__ = ["Masker", "Fill", "parse_fill", "FILL_HELP"]
 

@@ -4,7 +4,7 @@ This is the recursion of shap's Partition explainer (``PartitionExplainer.owen``
 around three savings: the full and the empty coalition are evaluated inside the first
 batch, a coalition is never evaluated twice, and coalitions are tuples of tree nodes
 rather than full masks, so memory grows with the nodes expanded, not with max_evals x
-pixels. It knows nothing about images or text: it sees a :class:`~capshap.partition.Tree`
+pixels. It knows nothing about images or text: it sees a :class:`~capshap.regions.tree.Tree`
 and a function from a list of coalitions to an (N, T) array.
 
 Given the same tree, batch size and budget, and a model without priority ties, the values
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .partition import Tree
+from capshap.regions.tree import Tree
 
 logger = logging.getLogger(__name__)
 

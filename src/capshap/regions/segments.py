@@ -3,7 +3,7 @@
 :func:`segments` over-segments an image with scikit-image (SLIC, Felzenszwalb or
 quickshift), :func:`from_labels` takes a user's integer label map (from SAM, a detector,
 a PNG) and :func:`from_masks` a list of boolean masks. Each returns a binary
-:class:`~capshap.partition.Tree` whose leaves are the segments, for the same Owen-value
+:class:`~capshap.regions.tree.Tree` whose leaves are the segments, for the same Owen-value
 engine as the axis-aligned tree.
 
 How regions are merged
@@ -71,7 +71,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .partition import Tree
+from capshap.regions.tree import Tree
 
 __all__ = ["segments", "from_labels", "from_masks", "oversegment", "METHODS"]
 

@@ -18,7 +18,7 @@ e.g. ``sshleifer/distilbart-xsum-12-6``) and causal models (GPT-2-like), the way
 
 The scores equal shap's to float precision wherever shap's are finite; shap computes
 log(p / (1 - p)) naively and overflows to inf/NaN for large logits, ours stay finite (see
-:mod:`capshap.logodds`). One deliberate difference: for a causal model, a masked caption
+:mod:`capshap.scoring.logodds`). One deliberate difference: for a causal model, a masked caption
 that is empty gets the tokenizer's bos (else eos) token as its source, so the first target
 token has something to be predicted from (shap would read a padding position there).
 
@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from .hf import TokenLayout, load_pretrained, resolve_device
-from .logodds import check_score, token_scores_torch
-from .models import Captioner, Scorer, as_captioner
+from capshap.captioners.hf import TokenLayout, load_pretrained, resolve_device
+from capshap.scoring.logodds import check_score, token_scores_torch
+from capshap.interfaces import Captioner, Scorer, as_captioner
 
 __all__ = ["SurrogateScorer", "SurrogateBound", "boundary_tokens"]
 

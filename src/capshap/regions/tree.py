@@ -351,7 +351,7 @@ class _ReflectedBoxes:
 
 
 def segments(image: np.ndarray, method: str = "slic", n_segments: int = 64, **kwargs: Any) -> Tree:
-    """A tree whose leaves are superpixels merged bottom-up; see :func:`capshap.segments.segments`."""
-    from .segments import segments as _segments  # scikit-image loads only when used
+    """A tree whose leaves are superpixels merged bottom-up; see :func:`capshap.regions.segments.segments`."""
+    from capshap.regions.segments import segments as _segments  # scikit-image loads only when used
 
     return _segments(image, method=method, n_segments=n_segments, **kwargs)

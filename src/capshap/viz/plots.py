@@ -30,7 +30,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from .explanation import Explanation
+    from capshap.explanation import Explanation
 
 logger = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def plot_grid(
     _mpl()
     from matplotlib.figure import Figure
 
-    from .masking import Masker
+    from capshap.masking import Masker
 
     if exp.tree is None:
         raise ValueError("this explanation has no region tree, so its masked images cannot be drawn")

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from .models import Captioner, Scorer
+from capshap.interfaces import Captioner, Scorer
 
 __all__ = [
     "BuiltinCaptioner",
@@ -81,7 +81,7 @@ def load_imagenet_labels() -> list[str]:
     Read with importlib.resources from the ``capshap/data/imagenet_labels.tsv`` shipped in
     the package.
     """
-    path = resources.files(__package__ or "capshap").joinpath("data").joinpath(_LABELS_FILE)
+    path = resources.files("capshap").joinpath("data").joinpath(_LABELS_FILE)
     try:
         text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, OSError) as e:
@@ -230,7 +230,7 @@ class BuiltinCaptioner(Captioner):
         ImageNet evaluation protocol); pixels outside it then never affect the caption.
 
     The caption template, the label and token conventions and the preprocessing are
-    described in the module docstring of :mod:`capshap.builtin`.
+    described in the module docstring of :mod:`capshap.captioners.builtin`.
     """
 
     def __init__(

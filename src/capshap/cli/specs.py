@@ -29,7 +29,7 @@ TIFF / ...) used for every image. ``labels:FOLDER``: the label map of image ``NA
 and the files ``FOLDER/NAME_*.<ext>`` (non-zero pixels are inside the mask). When exactly
 one image is explained, loose files in ``FOLDER`` belong to it whatever their names. A
 mask file that belongs to no image is an error (it usually means a misspelt name).
-Overlaps and uncovered pixels follow :func:`capshap.segments.from_masks`.
+Overlaps and uncovered pixels follow :func:`capshap.regions.segments.from_masks`.
 
 Label maps and masks must have the image's size, either as stored (before the image is
 fitted to ``--max-side``) or after fitting; they are resized with nearest-neighbour
@@ -48,8 +48,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from .images import IMAGE_EXTENSIONS, is_image_path
-from .models import Captioner, OwnHead, PresenceScorer
+from capshap.images import IMAGE_EXTENSIONS, is_image_path
+from capshap.interfaces import Captioner, OwnHead, PresenceScorer
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class SpecError(ValueError):
 
 
 class CachedCaptioner(Captioner):
-    """Wraps a captioner with a :class:`~capshap.cache.CaptionCache` (by image content).
+    """Wraps a captioner with a :class:`~capshap.captioners.cache.CaptionCache` (by image content).
 
     Everything else (``own_scorer``, ``name``, attributes) is forwarded to the wrapped
     captioner, so own-head scoring still works.
@@ -153,7 +153,7 @@ def build_captioner(
         raise SpecError("--generate/--prompt", s, "generation settings and prompts apply to hf: captioners only")
     try:
         if kind == "builtin":
-            from .builtin import BuiltinCaptioner
+            from capshap.captioners.builtin import BuiltinCaptioner
 
             top_k = 1
             if arg:
@@ -167,14 +167,14 @@ def build_captioner(
         if kind == "hf":
             if not arg:
                 raise SpecError(opt, s, "give the model: hf:ID_OR_PATH, e.g. hf:nlpconnect/vit-gpt2-image-captioning")
-            from .hf import HFCaptioner
+            from capshap.captioners.hf import HFCaptioner
 
             kw = {"device": device, "generate_kwargs": dict(generate_kwargs or {}) or None, "prompt": prompt}
             if batch_size is not None:
                 kw["batch_size"] = int(batch_size)
             cap: Captioner = HFCaptioner(arg, **kw)
             if cache_dir is not None:
-                from .cache import CaptionCache
+                from capshap.captioners.cache import CaptionCache
 
                 gk = getattr(cap, "generate_kwargs", {}) or {}
                 ns = f"hf/{arg}/{sorted(gk.items())!r}/{getattr(cap, 'prompt', None)!r}"
@@ -183,7 +183,7 @@ def build_captioner(
         if kind in ("azure", "azure-v3.2", "azure-v3.1", "azure-v4"):
             if arg:
                 raise SpecError(opt, s, "azure takes no argument; set AZURE_VISION_ENDPOINT and AZURE_VISION_KEY")
-            from .azure import AzureCaptioner
+            from capshap.captioners.azure import AzureCaptioner
 
             api = {"azure": "v3.2", "azure-v3.2": "v3.2", "azure-v3.1": "v3.1", "azure-v4": "v4"}[kind]
             return AzureCaptioner(api=api, cache_dir=cache_dir)
@@ -234,7 +234,7 @@ def build_scorer(spec: str | None, captioner: Captioner, device: str | None = No
     if kind == "surrogate":
         lm = arg or DEFAULT_SURROGATE
         try:
-            from .surrogate import SurrogateScorer
+            from capshap.scoring.surrogate import SurrogateScorer
 
             return SurrogateScorer(captioner, lm, device=device)
         except ImportError as e:

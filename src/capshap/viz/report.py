@@ -4,7 +4,7 @@
 memory) and writes ``index.html``: for each image the photo, its caption, and one button
 per token. Hovering (or focusing) a token shows its heatmap over the photo, clicking pins
 it; a slider sets the heatmap opacity and a checkbox the segment outlines. Heatmaps are
-pre-rendered RGBA PNG overlays in the colours and on the scale of :func:`capshap.plots.plot`
+pre-rendered RGBA PNG overlays in the colours and on the scale of :func:`capshap.viz.plots.plot`
 (one symmetric scale per image, shared by its tokens).
 
 The page needs no network: CSS and JavaScript are inline and every picture is a ``data:``
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .plots import DEFAULT_PERCENTILE, NEGATIVE_RGB, POSITIVE_RGB, overlay_rgba, segment_boundaries, value_scale
+from capshap.viz.plots import DEFAULT_PERCENTILE, NEGATIVE_RGB, POSITIVE_RGB, overlay_rgba, segment_boundaries, value_scale
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .explanation import Explanation
+    from capshap.explanation import Explanation
 
 __all__ = ["Report", "write_report"]
 
@@ -69,7 +69,7 @@ class Report:
     """Builds the HTML report of a run; add explanations, then :meth:`write`.
 
     title: the page title. percentile: of |values| over each image's tokens, for its
-    colour scale (as in :func:`capshap.plots.plot`).
+    colour scale (as in :func:`capshap.viz.plots.plot`).
     """
 
     def __init__(self, title: str = "capshap explanations", percentile: float = DEFAULT_PERCENTILE):

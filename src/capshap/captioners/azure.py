@@ -31,7 +31,7 @@ or endpoint) and 404 (wrong endpoint or API not in this region) stop the whole b
 once without retrying; 400 and other client errors fail their image with the service's
 own message.
 
-Captions are cached by image content (see :class:`capshap.cache.CaptionCache`), in
+Captions are cached by image content (see :class:`capshap.captioners.cache.CaptionCache`), in
 memory and optionally on disk (``cache_dir=``), so re-running or resuming costs no calls
 for images already captioned, and identical images within a batch are sent once.
 
@@ -61,8 +61,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .cache import CaptionCache, cache_key
-from .models import Captioner
+from capshap.captioners.cache import CaptionCache, cache_key
+from capshap.interfaces import Captioner
 
 __all__ = [
     "AzureCaptioner",

@@ -88,9 +88,9 @@ def _para(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``capshap`` command (all subcommands)."""
-    from . import __version__
-    from .masking import FILL_HELP
-    from .specs import CAPTIONER_HELP, SCORER_HELP, TREE_HELP
+    from capshap import __version__
+    from capshap.masking import FILL_HELP
+    from capshap.cli.specs import CAPTIONER_HELP, SCORER_HELP, TREE_HELP
 
     p = argparse.ArgumentParser(
         prog="capshap",
@@ -304,7 +304,7 @@ class _Row:
 
 def _image_names(paths: Sequence[str], recursive: bool) -> list[str]:
     """Names (as iter_images gives them) of the image files in ``paths``, without loading."""
-    from .images import _scan_folder, is_image_path
+    from capshap.images import _scan_folder, is_image_path
 
     names = []
     for p in paths:
@@ -346,11 +346,11 @@ def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain_image, make_scorer
-    from .images import ImageError, iter_images
-    from .masking import parse_fill
-    from .owen import check_params
-    from .specs import SpecError, build_captioner, build_scorer, parse_generate, parse_tree
+    from capshap.run import explain_image, make_scorer
+    from capshap.images import ImageError, iter_images
+    from capshap.masking import parse_fill
+    from capshap.owen import check_params
+    from capshap.cli.specs import SpecError, build_captioner, build_scorer, parse_generate, parse_tree
 
     # ---- validate everything before any model loads
     try:
@@ -396,7 +396,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     out.mkdir(parents=True, exist_ok=True)
 
-    from .report import Report
+    from capshap.viz.report import Report
 
     report = Report(f"capshap: {', '.join(args.paths)}")
     rows: list[_Row] = []
@@ -501,7 +501,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _save_outputs(exp: Any, out: Path, stem: str, grid: int | str | None, outline: bool | None) -> dict[str, str]:
-    from .plots import plot, plot_grid, save_figure
+    from capshap.viz.plots import plot, plot_grid, save_figure
 
     base = out / stem
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -543,8 +543,8 @@ def _print_summary(rows: list[_Row], out: Path, page: Path | None, wall: float) 
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from .explanation import Explanation
-    from .plots import plot, plot_grid, save_figure
+    from capshap.explanation import Explanation
+    from capshap.viz.plots import plot, plot_grid, save_figure
 
     tokens = None
     if args.tokens:
@@ -584,7 +584,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.boxes is not None and not Path(args.boxes).expanduser().is_file():
         raise UsageError(f"--boxes {args.boxes}: no such file")
     try:
-        from .metrics import evaluate_run
+        from capshap.metrics import evaluate_run
     except ImportError as e:
         _err(f"capshap: error: evaluate is not available: {e}")
         return EXIT_FAILED
@@ -622,7 +622,7 @@ def _cmd_version(args: argparse.Namespace) -> int:
     import platform
     from importlib import metadata
 
-    from . import __version__
+    from capshap import __version__
 
     lines = [f"capshap {__version__}", f"python {platform.python_version()}"]
     for dist in ("numpy", "opencv-python-headless", "pillow", "scikit-image", "matplotlib", "tqdm", "torch",
@@ -666,5 +666,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         root.setLevel(old_level)
 
 
-if __name__ == "__main__":  # python -m capshap.cli
-    sys.exit(main())

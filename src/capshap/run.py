@@ -10,12 +10,12 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import images as _images
-from .explanation import Explanation
-from .masking import Fill, Masker
-from .models import Captioner, OwnHead, PresenceScorer, Scorer, as_captioner
-from .owen import check_params, owen
-from .partition import Tree, axis_aligned
+from capshap import images as _images
+from capshap.explanation import Explanation
+from capshap.masking import Fill, Masker
+from capshap.interfaces import Captioner, OwnHead, PresenceScorer, Scorer, as_captioner
+from capshap.owen import check_params, owen
+from capshap.regions.tree import Tree, axis_aligned
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +48,11 @@ def make_tree(spec: TreeSpec, image: np.ndarray, *, channels: bool = False, n_se
         if s == "axis":
             return axis_aligned(H, W, channels=channels)
         if s in SEGMENT_METHODS:
-            from .segments import segments
+            from capshap.regions.segments import segments
 
             return segments(image, method=s, n_segments=n_segments)
         raise ValueError(f"unknown tree {spec!r}; use axis, {', '.join(SEGMENT_METHODS)}, a label map or masks")
-    from .segments import from_labels, from_masks
+    from capshap.regions.segments import from_labels, from_masks
 
     if isinstance(spec, np.ndarray) and spec.ndim == 2:
         return from_labels(spec, image=image)
@@ -256,7 +256,7 @@ def _explain_one(name: str, img: np.ndarray, cap: Captioner, scorer: Any, **kw: 
 
 
 def _default_captioner() -> Captioner:
-    from .builtin import BuiltinCaptioner
+    from capshap.captioners.builtin import BuiltinCaptioner
 
     return BuiltinCaptioner()
 

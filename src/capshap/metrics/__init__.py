@@ -60,11 +60,11 @@ from typing import Any, Union
 
 import numpy as np
 
-from .explanation import Explanation
-from .explanation import _jsonable as _clean
-from .masking import Fill, Masker
-from .models import Scorer
-from .partition import axis_aligned
+from capshap.explanation import Explanation
+from capshap.explanation import _jsonable as _clean
+from capshap.masking import Fill, Masker
+from capshap.interfaces import Scorer
+from capshap.regions.tree import axis_aligned
 
 logger = logging.getLogger(__name__)
 
@@ -625,7 +625,7 @@ def _scorer_for(
     exp: Explanation, scorer_factory: Any, cache: dict[str, Any], device: str | None, cache_dir: str | None
 ) -> Scorer:
     """A scorer bound to ``exp.caption``: from ``scorer_factory`` or rebuilt from the saved specs."""
-    from .explain import make_scorer
+    from capshap.run import make_scorer
 
     if scorer_factory is not None:
         if isinstance(scorer_factory, Scorer) or callable(getattr(scorer_factory, "bind", None)):
@@ -641,9 +641,9 @@ def _scorer_for(
             "rebuilt; pass scorer_factory= (Python) or re-run the explanation with the capshap CLI"
         )
     try:
-        from . import specs
+        from capshap.cli import specs
     except ImportError as e:  # pragma: no cover - depends on the checkout
-        raise ImportError("rebuilding scorers from saved specs needs capshap.specs") from e
+        raise ImportError("rebuilding scorers from saved specs needs capshap.cli.specs") from e
     gen, prompt = exp.params.get("generate_kwargs"), exp.params.get("prompt")
     key = json.dumps([cspec, gen, prompt], sort_keys=True, default=repr)
     if key not in cache:

@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from .logodds import check_score, token_scores_torch
-from .models import Captioner, Scorer
+from capshap.scoring.logodds import check_score, token_scores_torch
+from capshap.interfaces import Captioner, Scorer
 
 __all__ = [
     "HFCaptioner",

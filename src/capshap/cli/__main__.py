@@ -1,0 +1,7 @@
+"""python -m capshap.cli: the capshap command."""
+
+import sys
+
+from capshap.cli import main
+
+sys.exit(main())
