@@ -18,7 +18,8 @@ from capshap.captioners.azure import (
     ImageLimitError,
 )
 from capshap.captioners.cache import CaptionCache, cache_key
-from capshap.interfaces import Captioner, PresenceScorer
+from capshap.interfaces import Captioner
+from capshap.scoring.presence import PresenceScorer
 from fake_azure import PALETTE, FakeAzure, expected_caption
 
 KEY = "s3cret-KEY-do-not-leak-7f3a9c"

@@ -20,7 +20,7 @@ from scipy.special import log_softmax, logsumexp
 from skimage import data as skdata
 
 from capshap.captioners.builtin import BuiltinCaptioner, format_caption, label_scores
-from capshap.interfaces import OwnHead
+from capshap.scoring.own import OwnHead
 
 ROOT = Path(__file__).resolve().parents[1]
 TSV = ROOT / "src" / "capshap" / "data" / "imagenet_labels.tsv"

@@ -224,7 +224,8 @@ def _cap(img):
 
 def test_build_scorer_specs():
     cap = FunctionCaptioner(_cap)
-    from capshap.interfaces import OwnHead, PresenceScorer
+    from capshap.scoring.own import OwnHead
+    from capshap.scoring.presence import PresenceScorer
 
     assert isinstance(build_scorer("auto", cap), PresenceScorer)  # no language head
     assert isinstance(build_scorer("presence", cap), PresenceScorer)
@@ -238,7 +239,7 @@ def test_build_scorer_specs():
 
 
 def test_build_captioner_errors(monkeypatch):
-    with pytest.raises(SpecError, match="--captioner hf: give the model"):
+    with pytest.raises(SpecError, match="--captioner hf: give an argument: hf:ID_OR_PATH"):
         build_captioner("hf")
     monkeypatch.delenv("AZURE_VISION_ENDPOINT", raising=False)
     monkeypatch.delenv("AZURE_VISION_KEY", raising=False)
@@ -296,8 +297,7 @@ def test_captioner_failure_on_one_image(tmp_path, monkeypatch, capsys):
 
 
 def test_cached_captioner_calls_once(tmp_path):
-    from capshap.captioners.cache import CaptionCache
-    from capshap.cli.specs import CachedCaptioner
+    from capshap.captioners.cache import CaptionCache, with_cache
 
     calls = []
 
@@ -305,15 +305,18 @@ def test_cached_captioner_calls_once(tmp_path):
         calls.append(1)
         return f"mean {img.mean():.0f}"
 
-    inner = FunctionCaptioner(fn)
-    inner.own_scorer = lambda caption: ("head", caption)  # forwarded attribute
-    cached = CachedCaptioner(inner, CaptionCache(tmp_path), "test/ns")
+    class Headed(FunctionCaptioner):
+        def own_scorer(self, caption, score="logodds", merge_words=False):
+            return ("head", caption)
+
+    cached = with_cache(Headed(fn), CaptionCache(tmp_path), "test/ns")
     a, b = np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 200, np.uint8)
     assert cached.caption([a, b, a]) == ["mean 0", "mean 200", "mean 0"]
     n = len(calls)
-    again = CachedCaptioner(FunctionCaptioner(fn), CaptionCache(tmp_path), "test/ns")  # a new run, same folder
+    again = with_cache(FunctionCaptioner(fn), CaptionCache(tmp_path), "test/ns")  # a new run, same folder
     assert again.caption([b, a]) == ["mean 200", "mean 0"] and len(calls) == n
     assert cached.own_scorer("x") == ("head", "x")
+    assert not hasattr(again, "own_scorer")  # no head is made up for a captioner without one
 
 
 def test_hf_and_surrogate_specs(tmp_path):
@@ -323,15 +326,15 @@ def test_hf_and_surrogate_specs(tmp_path):
     finally:
         sys.path.pop(0)
     from capshap.captioners.hf import HFCaptioner
-    from capshap.interfaces import OwnHead
-    from capshap.cli.specs import CachedCaptioner
+    from capshap.scoring.own import OwnHead
+    from capshap.captioners.cache import CachingCaptioner
     from capshap.scoring.surrogate import SurrogateScorer
 
     cap = build_captioner(f"hf:{tm.vit_gpt2_dir()}", device="cpu")
     assert isinstance(cap, HFCaptioner)
     assert isinstance(build_scorer("auto", cap), OwnHead)
     cached = build_captioner(f"hf:{tm.vit_gpt2_dir()}", device="cpu", cache_dir=tmp_path)
-    assert isinstance(cached, CachedCaptioner) and isinstance(build_scorer("own", cached), OwnHead)
+    assert isinstance(cached, CachingCaptioner) and isinstance(build_scorer("own", cached), OwnHead)
     sur = build_scorer(f"surrogate:{tm.bart_dir()}", cap, device="cpu")
     assert isinstance(sur, SurrogateScorer)
     with pytest.raises(SpecError, match="--captioner hf:"):

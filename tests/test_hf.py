@@ -26,7 +26,7 @@ from capshap.scoring.logodds import (  # noqa: E402
     token_logprob,
     token_scores_torch,
 )
-from capshap.interfaces import OwnHead  # noqa: E402
+from capshap.scoring.own import OwnHead  # noqa: E402
 
 KINDS = {"vit-gpt2": tm.vit_gpt2_dir, "blip": tm.blip_dir, "git": tm.git_dir}
 EXPECTED_KIND = {"vit-gpt2": "encoder-decoder", "blip": "blip", "git": "git"}

@@ -16,15 +16,9 @@ from capshap.run import explain, explain_image, make_scorer, make_tree
 from capshap.explanation import Explanation
 from capshap.images import ImageError, iter_images, load_image
 from capshap.masking import Masker
-from capshap.interfaces import (
-    Captioner,
-    FunctionCaptioner,
-    FunctionScorer,
-    OwnHead,
-    PresenceScorer,
-    Scorer,
-    as_captioner,
-)
+from capshap.interfaces import Captioner, FunctionCaptioner, FunctionScorer, Scorer, as_captioner
+from capshap.scoring.own import OwnHead
+from capshap.scoring.presence import PresenceScorer
 from capshap.owen import OwenResult, owen
 from capshap.regions.tree import Tree, axis_aligned
 

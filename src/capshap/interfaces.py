@@ -1,34 +1,57 @@
-"""The two small interfaces capshap explains: captioners and scorers.
+"""The interfaces capshap's roles implement: captioners, scorers and maskers.
 
-A :class:`Captioner` turns a batch of images into captions. A :class:`Scorer` is bound to
-one target caption: it exposes that caption's tokens and maps a batch of N masked images
-to an (N, T) float array, one column per token. A *scorer factory* (anything with a
-``bind(caption) -> Scorer`` method) makes bound scorers; :class:`OwnHead` and
-:class:`PresenceScorer` are factories, and so are the surrogate scorers.
+A :class:`Captioner` turns a batch of images into captions. A captioner with a language
+head it can teacher-force (:class:`OwnHeadCaptioner`) also scores a given caption. A
+:class:`Scorer` is bound to one target caption: it exposes that caption's tokens and maps a
+batch of N masked images to an (N, T) float array, one column per token. A
+:class:`ScorerFactory` (anything with ``bind(caption) -> Scorer``) makes bound scorers.
+A :class:`MaskerLike` renders coalitions of region-tree nodes as masked images.
 
 Images everywhere are uint8 RGB arrays: one image is (H, W, 3), a batch is (N, H, W, 3).
 """
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = [
     "Captioner",
+    "OwnHeadCaptioner",
+    "ImageLimits",
     "FunctionCaptioner",
     "as_captioner",
     "Scorer",
     "FunctionScorer",
     "ScorerFactory",
-    "OwnHead",
-    "PresenceScorer",
-    "words",
+    "MaskerLike",
 ]
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What a captioner accepts: sides in pixels (inclusive) and encoded bytes.
+
+    Checked when images are loaded, before any work, so that a run does not fail on the
+    first call (Azure refuses images under 50x50 px).
+    """
+
+    min_side: int = 1
+    max_side: int | None = None
+    max_bytes: int | None = None
+
+    def check(self, shape: tuple[int, ...], who: str) -> str | None:
+        """The reason an image of ``shape`` (H, W, ...) is refused by ``who``, or None."""
+        h, w = int(shape[0]), int(shape[1])
+        if min(h, w) < self.min_side:
+            return f"{w}x{h} px is smaller than {who} accepts (at least {self.min_side}x{self.min_side} px)"
+        if self.max_side is not None and max(h, w) > self.max_side:
+            return f"{w}x{h} px is larger than {who} accepts (at most {self.max_side} px a side)"
+        return None
 
 
 class Captioner(ABC):
@@ -48,6 +71,24 @@ class Captioner(ABC):
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    #: (height, width) the captioner resizes every image to before its model sees it, or
+    #: None where unknown (cloud captioners, plain functions). Maskers may render at it.
+    input_size: tuple[int, int] | None = None
+
+    #: What the captioner accepts (checked at load time), or None for anything.
+    limits: ImageLimits | None = None
+
+    #: The registry spec that rebuilds this captioner (set by the captioner registry),
+    #: e.g. "hf:Salesforce/blip-image-captioning-base"; None for objects made by hand.
+    spec: str | None = None
+
+
+@runtime_checkable
+class OwnHeadCaptioner(Protocol):
+    """A captioner whose own language head can be teacher-forced on a caption."""
+
+    def own_scorer(self, caption: str, score: str = "logodds", merge_words: bool = False) -> "Scorer": ...
 
 
 class FunctionCaptioner(Captioner):
@@ -136,6 +177,20 @@ class ScorerFactory(Protocol):
     def bind(self, caption: str) -> Scorer: ...
 
 
+@runtime_checkable
+class MaskerLike(Protocol):
+    """Renders coalitions (tuples of tree node ids kept visible) as masked images.
+
+    ``image`` is the (H, W, 3) uint8 image and ``tree`` its region tree;
+    ``render(coalitions)`` returns an (N, h, w, 3) uint8 batch, one image per coalition.
+    """
+
+    image: np.ndarray
+    tree: Any
+
+    def render(self, coalitions: Sequence[tuple[int, ...]]) -> np.ndarray: ...
+
+
 class FunctionScorer(Scorer):
     """A scorer from a plain function images (N, H, W, 3) -> (N, T) and a list of tokens."""
 
@@ -146,67 +201,3 @@ class FunctionScorer(Scorer):
 
     def score(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.fn(images), dtype=np.float64)
-
-
-class OwnHead:
-    """Factory for white-box scoring with the captioner's own language head.
-
-    ``OwnHead(captioner, **options).bind(caption)`` calls ``captioner.own_scorer(caption,
-    **options)``; captioners that can teacher-force their decoder implement that method.
-    """
-
-    def __init__(self, captioner: Captioner, **options: Any):
-        if not callable(getattr(captioner, "own_scorer", None)):
-            raise TypeError(
-                f"captioner {getattr(captioner, 'name', type(captioner).__name__)!r} has no "
-                "language head to score with (no own_scorer method); use a surrogate scorer "
-                "(SurrogateScorer) or the model-free PresenceScorer instead"
-            )
-        self.captioner = captioner
-        self.options = options
-
-    def bind(self, caption: str) -> Scorer:
-        return self.captioner.own_scorer(caption, **self.options)  # type: ignore[attr-defined]
-
-
-_WORD = re.compile(r"[\w']+", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    """Split a caption into lower-case words, dropping punctuation."""
-    return [w.lower() for w in _WORD.findall(text)]
-
-
-class PresenceScorer:
-    """Model-free scoring: 1 where a word of the original caption appears in the masked
-    image's caption, 0 where it does not. Needs no language model, so it suits cloud
-    captioners used offline. ``PresenceScorer(captioner).bind(caption)`` gives the scorer.
-    """
-
-    def __init__(self, captioner: Any):
-        self.captioner = as_captioner(captioner)
-
-    def bind(self, caption: str) -> Scorer:
-        return _BoundPresence(self.captioner, caption)
-
-
-class _BoundPresence(Scorer):
-    def __init__(self, captioner: Captioner, caption: str):
-        self.captioner = captioner
-        self.caption = caption
-        self.tokens = words(caption)
-        if not self.tokens:
-            raise ValueError(f"caption {caption!r} has no words to score")
-
-    def score_with_captions(self, images: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
-        caps = self.captioner.caption(list(images))
-        out = np.zeros((len(caps), len(self.tokens)), dtype=np.float64)
-        for i, c in enumerate(caps):
-            present = set(words(c))
-            out[i] = [t in present for t in self.tokens]
-        return out, caps
-
-    def score(self, images: np.ndarray) -> np.ndarray:
-        return self.score_with_captions(images)[0]
-
-

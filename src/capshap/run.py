@@ -6,86 +6,27 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from capshap import images as _images
 from capshap.explanation import Explanation
 from capshap.masking import Fill, Masker
-from capshap.interfaces import Captioner, OwnHead, PresenceScorer, Scorer, as_captioner
+from capshap.interfaces import Captioner, Scorer, as_captioner
+from capshap.regions import TreeSpec, make_tree
+from capshap.scoring import bind_scorer
 from capshap.owen import check_params, owen
-from capshap.regions.tree import Tree, axis_aligned
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["explain", "explain_image", "make_tree", "make_scorer", "SEGMENT_METHODS"]
-
-SEGMENT_METHODS = ("slic", "felzenszwalb", "quickshift")
-
-TreeSpec = Union[str, Tree, np.ndarray, Sequence[np.ndarray]]
-
-
-def make_tree(spec: TreeSpec, image: np.ndarray, *, channels: bool = False, n_segments: int = 64) -> Tree:
-    """Build the region tree for ``image`` (H, W, 3) from a spec.
-
-    spec: "axis" (shap's axis-aligned halves), "slic" / "felzenszwalb" / "quickshift"
-    (superpixels merged into a hierarchy), a :class:`Tree`, an (H, W) integer label map,
-    or a list of (H, W) boolean masks.
-    """
-    H, W = image.shape[:2]
-    if channels and not (isinstance(spec, str) and spec.lower() == "axis"):
-        raise ValueError(
-            "channels=True (shap's channel leaves) only works with tree='axis'; "
-            "segment trees have one leaf per segment of pixels"
-        )
-    if isinstance(spec, Tree):
-        if spec.shape[:2] != (H, W):
-            raise ValueError(f"the tree covers {spec.shape[:2]} pixels but the image is {(H, W)}")
-        return spec
-    if isinstance(spec, str):
-        s = spec.lower()
-        if s == "axis":
-            return axis_aligned(H, W, channels=channels)
-        if s in SEGMENT_METHODS:
-            from capshap.regions.segments import segments
-
-            return segments(image, method=s, n_segments=n_segments)
-        raise ValueError(f"unknown tree {spec!r}; use axis, {', '.join(SEGMENT_METHODS)}, a label map or masks")
-    from capshap.regions.segments import from_labels, from_masks
-
-    if isinstance(spec, np.ndarray) and spec.ndim == 2:
-        return from_labels(spec, image=image)
-    return from_masks(list(spec), image=image)
+__all__ = ["explain", "explain_image", "make_tree", "make_scorer"]
 
 
 def make_scorer(scorer: Any, captioner: Captioner | None, caption: str) -> Scorer:
-    """Bind a scorer spec to ``caption``.
-
-    scorer: None or "own" (the captioner's own head), "presence" (word presence in the
-    masked image's caption), a factory with ``bind(caption)``, a function caption ->
-    Scorer, or an already bound :class:`Scorer`.
-    """
-    if scorer is None or (isinstance(scorer, str) and scorer == "own"):
-        if captioner is None:
-            raise ValueError("scorer='own' needs a captioner")
-        return OwnHead(captioner).bind(caption)
-    if isinstance(scorer, str):
-        if scorer == "presence":
-            if captioner is None:
-                raise ValueError("scorer='presence' needs a captioner")
-            return PresenceScorer(captioner).bind(caption)
-        raise ValueError(f"unknown scorer {scorer!r}; use 'own', 'presence' or a scorer object")
-    if isinstance(scorer, Scorer):
-        return scorer
-    if callable(getattr(scorer, "bind", None)):
-        return scorer.bind(caption)
-    if callable(scorer):
-        out = scorer(caption)
-        if not isinstance(out, Scorer):
-            raise TypeError(f"scorer function returned {type(out).__name__}, expected a capshap Scorer")
-        return out
-    raise TypeError(f"cannot use {type(scorer).__name__} as a scorer")
+    """Bind a scorer to ``caption``: None or "own" is the captioner's own head (kept for
+    0.1 callers; :func:`capshap.scoring.bind_scorer` is the general form)."""
+    return bind_scorer("own" if scorer is None else scorer, captioner, caption)
 
 
 def explain_image(

@@ -1,0 +1,113 @@
+"""Captioners and their registry.
+
+``CAPTIONERS.create("hf:Salesforce/blip-image-captioning-base", options, context)`` builds a
+captioner from a spec; the CLI's ``--captioner`` and saved runs use it. Register your own
+with :meth:`capshap.registry.Registry.register` (see the README).
+
+context keys every factory may read: ``device`` (torch device or None), ``cache_dir``
+(caption cache folder or None), ``batch_size`` (images per forward pass or None),
+``prompt`` (captioning prompt or None) and ``generate`` (generation settings dict or None).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from capshap.interfaces import Captioner
+from capshap.registry import Registry, SpecError
+
+__all__ = ["CAPTIONERS", "build_captioner"]
+
+CAPTIONERS: Registry[Captioner] = Registry("captioner", "--captioner")
+
+
+def _refuse_generation(name: str, context: Mapping[str, Any]) -> None:
+    if context.get("generate") or context.get("prompt"):
+        raise SpecError("--generate/--prompt", name, "generation settings and prompts apply to hf: captioners only")
+
+
+@CAPTIONERS.register("builtin", help="builtin[:K], the embedded EfficientNet-Lite0 'a photo of a {label}' (offline)",
+                     options=("crop_fraction",))
+def _builtin(arg: str, options: dict[str, Any], context: Mapping[str, Any]) -> Captioner:
+    from capshap.captioners.builtin import BuiltinCaptioner
+
+    _refuse_generation("builtin", context)
+    top_k = 1
+    if arg:
+        if not re.fullmatch(r"\d+", arg) or int(arg) < 1:
+            raise SpecError("--captioner", f"builtin:{arg}", f"top-k {arg!r} is not a positive integer; e.g. builtin:3")
+        top_k = int(arg)
+    kw: dict[str, Any] = {"top_k": top_k, "device": context.get("device") or "cpu", **options}
+    if context.get("batch_size") is not None:
+        kw["batch_size"] = int(context["batch_size"])
+    return BuiltinCaptioner(**kw)
+
+
+@CAPTIONERS.register("hf", help="hf:ID_OR_PATH, a Hugging Face image-to-text or chat vision-language model",
+                     options=("dtype", "half", "revision"), needs_arg=True)
+def _hf(arg: str, options: dict[str, Any], context: Mapping[str, Any]) -> Captioner:
+    from capshap.captioners.hf import HFCaptioner
+
+    kw: dict[str, Any] = {
+        "device": context.get("device"),
+        "generate_kwargs": dict(context.get("generate") or {}) or None,
+        "prompt": context.get("prompt"),
+    }
+    if "revision" in options:
+        kw["load_kwargs"] = {"revision": options.pop("revision")}
+    kw.update(options)
+    if context.get("batch_size") is not None:
+        kw["batch_size"] = int(context["batch_size"])
+    cap: Captioner = HFCaptioner(arg, **kw)
+    if context.get("cache_dir") is not None:
+        from capshap.captioners.cache import CaptionCache, with_cache
+
+        gk = getattr(cap, "generate_kwargs", {}) or {}
+        ns = f"hf/{arg}/{sorted(gk.items())!r}/{getattr(cap, 'prompt', None)!r}"
+        cap = with_cache(cap, CaptionCache(context["cache_dir"]), ns)
+    return cap
+
+
+_AZURE_APIS = {"azure": "v3.2", "azure-v3.2": "v3.2", "azure-v3.1": "v3.1", "azure-v4": "v4"}
+
+
+def _azure_factory(api: str) -> Any:
+    def make(arg: str, options: dict[str, Any], context: Mapping[str, Any]) -> Captioner:
+        from capshap.captioners.azure import AzureCaptioner
+
+        _refuse_generation("azure", context)
+        if arg:
+            raise SpecError("--captioner", f"azure:{arg}", "azure takes no argument; set AZURE_VISION_ENDPOINT and AZURE_VISION_KEY")
+        return AzureCaptioner(api=api, cache_dir=context.get("cache_dir"), **options)
+
+    return make
+
+
+_AZURE_OPTIONS = ("language", "gender_neutral", "image_format", "max_concurrency", "max_retries", "timeout")
+for _name, _api in _AZURE_APIS.items():
+    CAPTIONERS.register(
+        _name, _azure_factory(_api), options=_AZURE_OPTIONS,
+        help=f"{_name}, Azure AI Vision {'Image Analysis 4.0' if _api == 'v4' else _api + ' describe (the SHAP notebook)'}; "
+        "reads AZURE_VISION_ENDPOINT and AZURE_VISION_KEY",
+    )
+
+
+def build_captioner(
+    spec: str,
+    options: Mapping[str, Any] | None = None,
+    **context: Any,
+) -> Captioner:
+    """A captioner from a spec such as ``"builtin"``, ``"hf:ID_OR_PATH"`` or ``"azure-v4"``.
+
+    ``options`` are the kind's own options (``--captioner-opt``); ``context`` the run-wide
+    ones (device, cache_dir, batch_size, prompt, generate). The captioner's ``spec``
+    attribute is set so that a saved run can name it. Raises :class:`SpecError`.
+    """
+    cap = CAPTIONERS.create(spec, options, context)
+    try:
+        cap.spec = spec.strip()
+    except AttributeError:  # pragma: no cover - a captioner with a read-only spec
+        pass
+    return cap

@@ -21,9 +21,13 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from capshap.interfaces import Captioner
 
 __all__ = ["CaptionCache", "cache_key"]
 
@@ -163,3 +167,45 @@ class CaptionCache:
         """Forget the in-memory entries (the disk folder is left as it is)."""
         with self._lock:
             self._memory.clear()
+
+
+class CachingCaptioner(Captioner):
+    """A captioner whose captions are cached by image content in a :class:`CaptionCache`.
+
+    The namespace must hold everything besides the pixels that changes a caption (model,
+    prompt, generation settings). Made by :func:`with_cache`.
+    """
+
+    def __init__(self, inner: Captioner, cache: CaptionCache, namespace: str):
+        self.inner = inner
+        self.cache = cache
+        self.namespace = namespace
+        self.input_size = getattr(inner, "input_size", None)
+        self.limits = getattr(inner, "limits", None)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def caption(self, images: Sequence[np.ndarray]) -> list[str]:
+        out: list[str | None] = [self.cache.get(self.namespace, im) for im in images]
+        todo = [i for i, c in enumerate(out) if c is None]
+        if todo:
+            made = self.inner.caption([images[i] for i in todo])
+            for i, c in zip(todo, made):
+                self.cache.put(self.namespace, images[i], c)
+                out[i] = c
+        return [str(c) for c in out]
+
+
+class _CachingOwnHead(CachingCaptioner):
+    def own_scorer(self, caption: str, score: str = "logodds", merge_words: bool = False) -> Any:
+        return self.inner.own_scorer(caption, score=score, merge_words=merge_words)  # type: ignore[attr-defined]
+
+
+def with_cache(captioner: Captioner, cache: CaptionCache, namespace: str) -> Captioner:
+    """``captioner`` with captions cached by content; own-head scoring still goes to it."""
+    from capshap.scoring.own import has_own_head
+
+    cls = _CachingOwnHead if has_own_head(captioner) else CachingCaptioner
+    return cls(captioner, cache, namespace)

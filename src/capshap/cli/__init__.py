@@ -389,7 +389,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     try:
         generate = parse_generate(args.generate) if args.generate else None
         captioner = build_captioner(
-            args.captioner, device=args.device, cache_dir=args.cache, generate_kwargs=generate, prompt=args.prompt
+            args.captioner, None, device=args.device, cache_dir=args.cache, generate=generate, prompt=args.prompt
         )
         factory = build_scorer(args.scorer, captioner, device=args.device)
     except SpecError as e:

@@ -648,9 +648,7 @@ def _scorer_for(
     key = json.dumps([cspec, gen, prompt], sort_keys=True, default=repr)
     if key not in cache:
         logger.info("Building captioner %s", key)
-        cache[key] = specs.build_captioner(
-            cspec, device=device, cache_dir=cache_dir, generate_kwargs=gen, prompt=prompt
-        )
+        cache[key] = specs.build_captioner(cspec, None, device=device, cache_dir=cache_dir, generate=gen, prompt=prompt)
     captioner = cache[key]
     skey = key + "|" + json.dumps(sspec, sort_keys=True, default=repr)
     if skey not in cache:

@@ -77,7 +77,7 @@ __all__ = ["segments", "from_labels", "from_masks", "oversegment", "METHODS"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("slic", "felzenszwalb", "quickshift")
+from capshap.regions import SEGMENT_METHODS as METHODS
 
 _EPS = 0.1
 _N_MAG = 8  # gradient-magnitude bins
