@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from capshap.regions.tree import Tree
+from capshap.settings import Settings, settings_from_legacy_params
 
 __all__ = ["Explanation"]
 
@@ -39,7 +40,11 @@ class Explanation:
     image : (H, W, 3) uint8
         The image as explained (after resizing).
     params : dict
-        The parameters (max_evals, batch_size, fixed_context, mask, tree, seed, ...).
+        What was run, for display and provenance: the engine parameters, the captioner's
+        and scorer's names, the source file, the original size, the device.
+    settings : Settings or None
+        The typed settings that repeat this run (see :class:`capshap.settings.Settings`);
+        files saved by capshap 0.1 get theirs from ``params`` on load.
     nodes, node_values : (K,) int64 and (K, T) float64
         Credit per tree node before it is spread over pixels.
     coalitions : list[tuple[int, ...]]
@@ -63,6 +68,7 @@ class Explanation:
     caption: str
     image: np.ndarray
     params: dict[str, Any] = field(default_factory=dict)
+    settings: Settings | None = None
     nodes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     node_values: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     coalitions: list[tuple[int, ...]] = field(default_factory=list)
@@ -160,6 +166,7 @@ class Explanation:
             "base_values": [float(v) for v in self.base_values],
             "outputs": [float(v) for v in self.outputs],
             "params": _jsonable(self.params),
+            "settings": None if self.settings is None else _jsonable(self.settings.to_dict()),
             "captions": self.captions,
             "timings": _jsonable(self.timings),
             "info": _jsonable(self.info),
@@ -210,6 +217,7 @@ class Explanation:
             caption=meta["caption"],
             image=arrays["image"],
             params=meta.get("params", {}),
+            settings=_load_settings(meta),
             nodes=arrays["nodes"],
             node_values=arrays["node_values"],
             coalitions=coalitions,
@@ -241,6 +249,14 @@ class Explanation:
             data=self.image[None].astype(np.float64),
             output_names=list(self.tokens),
         )
+
+
+def _load_settings(meta: dict[str, Any]) -> Settings | None:
+    """The settings of a saved explanation: stored since 0.2, rebuilt from 0.1's params."""
+    if meta.get("settings") is not None:
+        return Settings.from_dict(meta["settings"])
+    params = meta.get("params")
+    return settings_from_legacy_params(params) if isinstance(params, dict) else None
 
 
 def _is_plain_axis_tree(tree: Tree | None) -> bool:
