@@ -207,7 +207,7 @@ def test_tokens_reproduce_caption_and_merge_words(cap):
     assert per_word.tokens[-5:] == ["black", "and", "gold", "garden", "spider"]
     assert per_word.token_labels[-4] == "black and gold garden spider"  # label "and" is scored
     assert per_word.token_labels[-7] is None  # the template "and"
-    merged = cap.own_scorer(caption, merge_words=True)
+    merged = cap.own_scorer(caption, merge_labels=True)
     assert merged.tokens == ["a", "photo", "of", "a", "great white shark", ",", "an",
                              "Egyptian cat", "and", "a", "black and gold garden spider"]
     assert " ".join(merged.tokens).replace(" ,", ",") == caption

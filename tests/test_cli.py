@@ -20,7 +20,15 @@ from PIL import Image
 
 from capshap import Explanation, FunctionCaptioner
 from capshap.cli import build_parser, main
-from capshap.cli.specs import SpecError, build_captioner, build_scorer, parse_generate, parse_tree, resize_nearest
+from capshap.captioners import build_captioner
+from capshap.regions import parse_tree
+from capshap.regions.user import resize_nearest
+from capshap.registry import SpecError, parse_options
+from capshap.scoring import build_scorer
+
+
+def parse_generate(text):
+    return parse_options(text, "--generate")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -271,21 +279,27 @@ def test_parse_tree_and_resize(tmp_path):
 
 
 def test_captioner_failure_on_one_image(tmp_path, monkeypatch, capsys):
-    """A captioner that fails on one image: that image is reported, the other is saved."""
-    import capshap.cli.specs
+    """A captioner registered from Python by name, that fails on one image: that image
+    is reported, the other is saved."""
+    from capshap.captioners import CAPTIONERS
 
     def flaky(img):
         if img.shape[0] != img.shape[1]:
             raise RuntimeError("service unavailable (HTTP 503)")
         return "a bird on a wire"
 
-    monkeypatch.setattr(capshap.cli.specs, "build_captioner", lambda *a, **k: FunctionCaptioner(flaky, name="flaky"))
+    CAPTIONERS.register("flaky", lambda arg, options, context: FunctionCaptioner(flaky, name="flaky"), help="flaky, a test")
+    request_cleanup = CAPTIONERS.unregister
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(EXAMPLES / "2.jpg", src / "a.jpg")
     Image.open(EXAMPLES / "3.jpg").crop((0, 40, 224, 170)).save(src / "b.png")
     out = tmp_path / "out"
-    code = main(["explain", str(src), "--out", str(out), "--max-evals", "10", "--mask", "0", "--grid", "all"])
+    try:
+        code = main(["explain", str(src), "--out", str(out), "--max-evals", "10", "--mask", "0", "--grid", "all",
+                     "--captioner", "flaky"])
+    finally:
+        request_cleanup("flaky")
     assert code == 1
     cap = capsys.readouterr()
     assert "b.png" in cap.err and "service unavailable (HTTP 503)" in cap.err
@@ -330,12 +344,12 @@ def test_hf_and_surrogate_specs(tmp_path):
     from capshap.captioners.cache import CachingCaptioner
     from capshap.scoring.surrogate import SurrogateScorer
 
-    cap = build_captioner(f"hf:{tm.vit_gpt2_dir()}", device="cpu")
+    cap = build_captioner(f"hf:{tm.vit_gpt2_dir()}", None, device="cpu")
     assert isinstance(cap, HFCaptioner)
     assert isinstance(build_scorer("auto", cap), OwnHead)
-    cached = build_captioner(f"hf:{tm.vit_gpt2_dir()}", device="cpu", cache_dir=tmp_path)
+    cached = build_captioner(f"hf:{tm.vit_gpt2_dir()}", None, device="cpu", cache_dir=tmp_path)
     assert isinstance(cached, CachingCaptioner) and isinstance(build_scorer("own", cached), OwnHead)
-    sur = build_scorer(f"surrogate:{tm.bart_dir()}", cap, device="cpu")
+    sur = build_scorer(f"surrogate:{tm.bart_dir()}", cap, None, device="cpu")
     assert isinstance(sur, SurrogateScorer)
     with pytest.raises(SpecError, match="--captioner hf:"):
         build_captioner(f"hf:{tmp_path / 'no_model_here'}")
@@ -357,7 +371,7 @@ def test_evaluate_wiring(run, tmp_path, capsys):
 
 
 def test_output_names_never_collide():
-    from capshap.cli import _out_stem
+    from capshap.cli.output import out_stem as _out_stem
 
     used: set[str] = set()
     assert [_out_stem(n, used) for n in ["2.jpg", "2.png", "sub/2.jpg", "2_2.jpg", "../x.jpg"]] == [

@@ -49,6 +49,7 @@ __all__ = [
     "LoadedImage",
     "load_image",
     "fit",
+    "image_names",
     "to_rgb_uint8",
     "iter_images",
     "is_image_path",
@@ -466,6 +467,20 @@ def _natural_key(rel: PurePath) -> tuple:
     return parts, rel.as_posix()
 
 
+def image_names(paths: PathLike | Iterable[PathLike], recursive: bool = False) -> list[str]:
+    """The names :func:`iter_images` will give the image files in ``paths``, without loading
+    them (for counting and for matching user segmentations to images)."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    names = []
+    for p in items:
+        path = Path(p).expanduser()
+        if path.is_dir():
+            names += [r.as_posix() for r in _scan_folder(path, recursive) if is_image_path(r)]
+        elif is_image_path(path):
+            names.append(path.name)
+    return names
+
+
 def _scan_folder(folder: Path, recursive: bool) -> list[PurePath]:
     """Relative paths of the non-hidden files in ``folder``, in natural sorted order."""
     found: list[PurePath] = []
@@ -563,7 +578,7 @@ def _iter(
             for rel in rels:
                 file = path / rel
                 if not is_image_path(rel):
-                    logger.warning("Skipping %s: invalid file extension (%s)", file, _unsupported_reason(rel))
+                    logger.warning("skipped %s: not an image file", file)
                     continue
                 n_images += 1
                 if once(file):
@@ -573,7 +588,7 @@ def _iter(
         else:
             if not is_image_path(path):
                 err = ImageError(label, _unsupported_reason(path))
-                logger.warning("Skipping %s", err)
+                logger.debug("Skipping %s", err)  # yielded as an error record: the caller reports it
                 yield LoadedImage(name=path.name, path=path, error=err)
                 continue
             if once(path):
@@ -586,7 +601,7 @@ def _load_record(
     try:
         arr, size = _load(path, max_side, min_side, label or str(path))
     except ImageError as err:
-        logger.warning("Could not load %s", err)
+        logger.debug("Could not load %s", err)  # yielded as an error record: the caller reports it
         return LoadedImage(name=name, path=path, error=err)
     return LoadedImage(name=name, path=path, array=arr, original_size=size)
 

@@ -21,16 +21,29 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["Settings", "settings_from_legacy_params"]
+__all__ = ["Settings", "SettingError", "settings_from_legacy_params"]
 
 _TOKENS = ("words", "pieces")
+
+
+class SettingError(ValueError):
+    """A bad setting: ``str(err)`` is ``"name=value: what is wrong"``; ``setting``,
+    ``value`` and ``reason`` let the CLI say ``--name value: what is wrong``."""
+
+    def __init__(self, setting: str, value: Any, reason: str):
+        self.setting, self.value, self.reason = setting, value, reason
+        super().__init__(f"{setting}={value!r}: {reason}")
+
+    def as_option(self) -> str:
+        """The message in command-line terms: ``--max-evals 1: must be ...``."""
+        return f"--{self.setting.replace('_', '-')} {self.value}: {self.reason}"
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}" + (" or None" if allow_none else ""))
+        raise SettingError(name, value, f"must be an integer >= {minimum}" + (" or None" if allow_none else ""))
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,7 @@ class Settings:
         _check_int("max_evals", self.max_evals, 2)
         _check_int("batch_size", self.batch_size, 1)
         if self.fixed_context not in (None, 0, 1) or isinstance(self.fixed_context, bool):
-            raise ValueError(f"fixed_context={self.fixed_context!r} must be None, 0 or 1")
+            raise SettingError("fixed_context", self.fixed_context, "must be None, 0 or 1")
         if self.seed is not None:
             _check_int("seed", self.seed, -(2**63))
         _check_int("n_segments", self.n_segments, 2)
@@ -113,26 +126,26 @@ class Settings:
         _check_int("max_pixels", self.max_pixels, 64)
         _check_int("batch_size_model", self.batch_size_model, 1, allow_none=True)
         if not isinstance(self.channels, bool):
-            raise ValueError(f"channels={self.channels!r} must be True or False")
+            raise SettingError("channels", self.channels, "must be True or False")
         if self.tokens not in _TOKENS:
-            raise ValueError(f"tokens={self.tokens!r} must be one of {', '.join(_TOKENS)}")
+            raise SettingError("tokens", self.tokens, f"must be one of {', '.join(_TOKENS)}")
         rs = self.render_size
         if not (rs in ("full", "auto") or (isinstance(rs, int) and not isinstance(rs, bool) and rs >= 8)):
-            raise ValueError(f"render_size={rs!r} must be 'full', 'auto' or an integer >= 8 (pixels)")
+            raise SettingError("render_size", rs, "must be 'full', 'auto' or an integer >= 8 (pixels)")
         if self.mask != "image":
             try:
                 parse_fill(self.mask)
             except ValueError as e:
-                raise ValueError(f"mask={self.mask!r}: {e}") from None
+                raise SettingError("mask", self.mask, str(e)) from None
         if self.caption is not None and not str(self.caption).strip():
-            raise ValueError("caption='' is empty; give the caption to explain, or None to generate one")
+            raise SettingError("caption", self.caption, "is empty; give the caption to explain, or None to generate one")
         for name in ("captioner_options", "scorer_options"):
             if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"{name} must be a dict of option names to values")
+                raise SettingError(name, getattr(self, name), "must be a dict of option names to values")
         if self.generate is not None and not isinstance(self.generate, dict):
-            raise ValueError("generate must be a dict of generation settings, e.g. {'max_new_tokens': 20}")
+            raise SettingError("generate", self.generate, "must be a dict of generation settings, e.g. {'max_new_tokens': 20}")
         if self.channels and self.tree != "axis":
-            raise ValueError("channels=True (shap's channel leaves) only works with tree='axis'")
+            raise SettingError("channels", True, "shap's channel leaves only work with tree='axis'")
         if self.captioner is not None:
             from capshap.captioners import CAPTIONERS
 

@@ -496,16 +496,18 @@ class BuiltinCaptioner(Captioner):
         return tokens, owner
 
     def own_scorer(
-        self, caption: str, score: str = "logodds", merge_words: bool = False
+        self, caption: str, score: str = "logodds", merge_words: bool = False, merge_labels: bool = False
     ) -> BuiltinScorer:
         """A scorer bound to ``caption`` that uses this captioner's classifier.
 
-        score: "logodds" (default) or "logprob". merge_words: False gives one token per
-        word (and comma); True makes each multi-word label one token.
+        score: "logodds" (default) or "logprob". merge_words: accepted for the
+        :class:`~capshap.interfaces.OwnHeadCaptioner` interface; the tokens are whole words
+        either way. merge_labels: False gives one token per word (and comma); True makes
+        each multi-word label ("golden retriever") one token.
         """
         if score not in _SCORES:
             raise ValueError(f"score must be one of {_SCORES}, got {score!r}")
-        return BuiltinScorer(self, caption, score=score, merge_words=merge_words)
+        return BuiltinScorer(self, caption, score=score, merge_words=merge_labels)
 
 
 class BuiltinScorer(Scorer):

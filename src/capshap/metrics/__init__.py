@@ -640,19 +640,19 @@ def _scorer_for(
             f"explanation {exp.name!r} records no captioner_spec in its params, so its scorer cannot be "
             "rebuilt; pass scorer_factory= (Python) or re-run the explanation with the capshap CLI"
         )
-    try:
-        from capshap.cli import specs
-    except ImportError as e:  # pragma: no cover - depends on the checkout
-        raise ImportError("rebuilding scorers from saved specs needs capshap.cli.specs") from e
+    from capshap.captioners import build_captioner
+    from capshap.scoring import build_scorer, scorer_options
+
     gen, prompt = exp.params.get("generate_kwargs"), exp.params.get("prompt")
     key = json.dumps([cspec, gen, prompt], sort_keys=True, default=repr)
     if key not in cache:
         logger.info("Building captioner %s", key)
-        cache[key] = specs.build_captioner(cspec, None, device=device, cache_dir=cache_dir, generate=gen, prompt=prompt)
+        cache[key] = build_captioner(cspec, None, device=device, cache_dir=cache_dir, generate=gen, prompt=prompt)
     captioner = cache[key]
     skey = key + "|" + json.dumps(sspec, sort_keys=True, default=repr)
     if skey not in cache:
-        cache[skey] = specs.build_scorer(sspec, captioner)
+        opts = scorer_options(exp.settings, captioner) if exp.settings is not None else None
+        cache[skey] = build_scorer(sspec, captioner, opts)
     return make_scorer(cache[skey], captioner, exp.caption)
 
 

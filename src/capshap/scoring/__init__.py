@@ -17,7 +17,7 @@ from capshap.registry import Registry, SpecError
 from capshap.scoring.own import OwnHead, has_own_head
 from capshap.scoring.presence import PresenceScorer
 
-__all__ = ["SCORERS", "DEFAULT_SURROGATE", "build_scorer", "bind_scorer"]
+__all__ = ["SCORERS", "DEFAULT_SURROGATE", "build_scorer", "bind_scorer", "scorer_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,18 @@ def build_scorer(
 ) -> Any:
     """A scorer factory (anything with ``bind(caption)``) from a spec; None means ``auto``."""
     return SCORERS.create("auto" if spec is None else spec, options, {"captioner": captioner, "device": device})
+
+
+def scorer_options(settings: Any, captioner: Captioner) -> dict[str, Any]:
+    """The scorer options a run's settings imply: ``settings.scorer_options``, plus
+    ``merge_words=True`` with ``settings.tokens == "words"`` where the scorer takes it
+    (own head and surrogate; presence scores words already)."""
+    opts = dict(settings.scorer_options)
+    name = (settings.scorer or "auto").partition(":")[0].lower()
+    if settings.tokens == "words" and name in ("auto", "own", "surrogate") and "merge_words" not in opts:
+        if name != "auto" or has_own_head(captioner):
+            opts["merge_words"] = True
+    return opts
 
 
 def bind_scorer(scorer: Any, captioner: Captioner | None, caption: str) -> Scorer:

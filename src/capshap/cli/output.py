@@ -1,0 +1,94 @@
+"""What the CLI writes: per-image files, the summary table, and messages on stderr.
+
+Everything shown on the terminal goes through :func:`capshap.text.printable`, so captions
+from a remote captioner and file names cannot drive the terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capshap.text import printable
+
+__all__ = ["Row", "err", "out_stem", "save_outputs", "print_summary"]
+
+
+@dataclass
+class Row:
+    """One line of the summary table."""
+
+    name: str
+    caption: str = ""
+    seconds: float = 0.0
+    evals: int = 0
+    error: str | None = None
+
+
+def err(msg: str) -> None:
+    """Print a message on stderr (above any progress bars), control characters escaped."""
+    text = printable(msg)
+    try:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    except ImportError:  # pragma: no cover
+        print(text, file=sys.stderr)
+
+
+def out_stem(name: str, used: set[str]) -> str:
+    """A collision-free output stem for image ``name`` (its relative path without the
+    extension); ``used`` collects the stems given so far (case-insensitively)."""
+    stem = Path(name).with_suffix("").as_posix()
+    stem = "/".join(part for part in stem.split("/") if part not in ("", ".", ".."))
+    stem = stem or "image"
+    cand, k = stem, 2
+    while cand.lower() in used:
+        cand = f"{stem}_{k}"
+        k += 1
+    used.add(cand.lower())
+    return cand
+
+
+def save_outputs(exp: Any, out: Path, stem: str, grid: int | str | None, outline: bool | None) -> dict[str, str]:
+    """Write NAME.npz/.json/.png (and NAME_grid.png) into ``out``; returns the report's links."""
+    from capshap.viz.plots import plot, plot_grid, save_figure
+
+    base = out / stem
+    base.parent.mkdir(parents=True, exist_ok=True)
+    exp.save(base)
+    fig = plot(exp, outline=outline)
+    save_figure(fig, base.with_name(base.name + ".png"))
+    links = {"PNG": f"{stem}.png", "JSON": f"{stem}.json", "NPZ": f"{stem}.npz"}
+    if grid is not None:
+        g = plot_grid(exp, grid)
+        save_figure(g, base.with_name(base.name + "_grid.png"))
+        links["grid"] = f"{stem}_grid.png"
+    return links
+
+
+def print_summary(rows: list[Row], out: Path, page: Path | None, wall: float) -> None:
+    """The table of images, captions, seconds and evaluations, and where the outputs are."""
+    if not rows:
+        return
+
+    def cut(s: str, n: int) -> str:
+        return s if len(s) <= n else s[: n - 1] + "…"
+
+    names = [printable(r.name) for r in rows]
+    shown = [printable(r.caption) if r.error is None else f"FAILED: {printable(r.error)}" for r in rows]
+    w_name = min(32, max(5, *(len(n) for n in names)))
+    w_cap = min(60, max(7, *(len(c) for c in shown)))
+    lines = [f"{'image':<{w_name}}  {'caption':<{w_cap}}  {'seconds':>7}  {'evals':>5}"]
+    lines.append("-" * len(lines[0]))
+    for r, name, cap in zip(rows, names, shown):
+        lines.append(f"{cut(name, w_name):<{w_name}}  {cut(cap, w_cap):<{w_cap}}  {r.seconds:7.1f}  {r.evals:5d}")
+    ok = sum(r.error is None for r in rows)
+    lines.append("-" * len(lines[0]))
+    tail = f"{ok} of {len(rows)} images explained in {wall:.1f} s; outputs in {printable(out)}"
+    if page is not None:
+        tail += f" (open {printable(page)})"
+    lines.append(tail)
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,237 @@
+"""Argument parsing of the ``capshap`` command: every subcommand's options and help.
+
+Registries supply the lists of captioners, scorers, trees and fills, so ``--help`` shows
+what is registered (including kinds registered from Python before ``main()`` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import textwrap
+
+__all__ = ["build_parser", "UsageError", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class UsageError(Exception):
+    """A bad option value; main() prints it and exits with code 2."""
+
+
+def _positive_int(option: str, minimum: int = 1):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"{v} is too small; {option} must be at least {minimum}")
+        return v
+
+    return parse
+
+
+def _finite_positive(option: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v) or v < 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: {option} must be a finite number >= 0")
+        return v
+
+    return parse
+
+
+def _grid_value(text: str) -> int | str:
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive integer nor 'all'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not positive; give N >= 1 or 'all'")
+    return v
+
+
+def _fixed_context(text: str) -> int | None:
+    t = text.strip().lower()
+    if t == "none":
+        return None
+    if t in ("0", "1"):
+        return int(t)
+    raise argparse.ArgumentTypeError(f"{text!r} is not one of none, 0, 1")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's line breaks; adds "(default: X)" where a default says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if "default" in text or d is None or d is False or d is argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: {d})"
+
+
+def _para(text: str) -> str:
+    return textwrap.fill(" ".join(text.split()), width=88)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``capshap`` command (all subcommands)."""
+    from capshap import __version__
+    from capshap.captioners import CAPTIONERS
+    from capshap.masking import FILL_HELP
+    from capshap.regions import TREES
+    from capshap.scoring import SCORERS
+
+    CAPTIONER_HELP, SCORER_HELP, TREE_HELP = CAPTIONERS.help_text(), SCORERS.help_text(), TREES.help_text()
+
+    p = argparse.ArgumentParser(
+        prog="capshap",
+        description=_para(
+            "Explain image captions word by word: which regions of an image made the "
+            "captioner say each word (Owen values over image regions)."
+        ),
+        epilog="Exit codes: 0 all good, 1 some images failed (the others are saved), 2 usage error.\n"
+        "Run 'capshap explain --help' for the options of the main job.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"capshap {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("-q", "--quiet", action="store_true", help="print errors only: no progress bars, no summary")
+        g.add_argument("-v", "--verbose", action="count", default=0, help="more log messages (-v info, -vv debug)")
+
+    e = sub.add_parser(
+        "explain",
+        help="caption and explain images (the main job)",
+        description=_para(
+            "Caption each image, then explain every word of its caption: which regions "
+            "raise or lower the word's score. Writes NAME.png (heatmaps), NAME.json (caption, tokens, "
+            "scores, top regions, parameters, timings, versions), NAME.npz (the values) per image and "
+            "one index.html for the run into --out."
+        ),
+        epilog="Captioners (--captioner):\n" + CAPTIONERS.describe() + "\n"
+        "Scorers (--scorer):\n" + SCORERS.describe() + "\n"
+        "Examples:\n"
+        "  capshap explain examples/ --out out/\n"
+        "  capshap explain photo.jpg --tree slic --segments 80 --grid 20\n"
+        "  capshap explain photos/ --captioner hf:nlpconnect/vit-gpt2-image-captioning --device cuda\n"
+        "  capshap explain photos/ --captioner azure --scorer surrogate:sshleifer/distilbart-xsum-12-6 --cache .capcache\n"
+        "Exit codes: 0 all good, 1 some images failed (reported, the others are saved), 2 usage error.",
+        formatter_class=_Formatter,
+    )
+    e.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders of images")
+    e.add_argument("-o", "--out", default="out", metavar="DIR", help="output folder (created if missing)")
+    e.add_argument("--captioner", default="builtin", metavar="SPEC",
+                   help=f"who writes the caption: {CAPTIONER_HELP}. builtin is EfficientNet-Lite0 "
+                   "'a photo of a {label}' (offline; builtin:3 names three labels); azure reads "
+                   "AZURE_VISION_ENDPOINT and AZURE_VISION_KEY")
+    e.add_argument("--scorer", default="auto", metavar="SPEC",
+                   help=f"how a masked image is scored against the caption: {SCORER_HELP}. auto: the "
+                   "captioner's own head (builtin, hf) else presence; own: teacher-force the captioner; "
+                   "presence: 1/0 per word in the masked image's caption; surrogate: a language model "
+                   "scores the caption given the masked image's caption (the SHAP notebook's method)")
+    e.add_argument("--captioner-opt", action="append", default=None, metavar="K=V,...",
+                   help="options of the chosen captioner kind (repeatable), e.g. timeout=60 for azure; "
+                   "the kinds and their options are listed below")
+    e.add_argument("--scorer-opt", action="append", default=None, metavar="K=V,...",
+                   help="options of the chosen scorer, e.g. score=logprob")
+    e.add_argument("--tokens", choices=("words", "pieces"), default="words",
+                   help="explain whole words (sub-word pieces merged, their values summed) or the model's pieces")
+    e.add_argument("--caption", default=None, metavar="TEXT",
+                   help="explain this caption instead of the one the captioner writes (own-head and surrogate scorers)")
+    e.add_argument("--mask", default="inpaint_ns", metavar="FILL", help="how hidden regions are filled: " + FILL_HELP.replace(", or a background image array", ""))
+    e.add_argument("--max-evals", type=_positive_int("--max-evals", 2), default=300, metavar="N",
+                   help="model evaluations per image (the budget)")
+    e.add_argument("--batch-size", type=_positive_int("--batch-size"), default=50, metavar="N",
+                   help="masked images per model call")
+    e.add_argument("--fixed-context", type=_fixed_context, default=None, metavar="none|0|1",
+                   help="none: exact Owen values where the budget reaches; 0 or 1: cheaper one-sided "
+                   "variants (context all masked / all visible) (default: none)")
+    e.add_argument("--tree", default="axis", metavar="SPEC",
+                   help=f"the region hierarchy: {TREE_HELP}. axis: shap's halves/quarters/...; "
+                   "slic/felzenszwalb/quickshift: superpixels merged into a tree; labels:FILE.png: one "
+                   "integer label map for every image; labels:FOLDER: FOLDER/NAME.png for image NAME.jpg; "
+                   "masks:FOLDER: the masks FOLDER/NAME/*.png and FOLDER/NAME_*.png (non-zero = inside) "
+                   "for image NAME.jpg. Segmentations may have the image's stored or fitted size")
+    e.add_argument("--segments", type=_positive_int("--segments", 2), default=64, metavar="N",
+                   help="number of superpixels for slic, felzenszwalb, quickshift")
+    size = e.add_mutually_exclusive_group()
+    size.add_argument("--max-side", type=_positive_int("--max-side", 8), default=500, metavar="PX",
+                      help="shrink images so the longer side is at most PX pixels")
+    size.add_argument("--no-resize", action="store_true", help="explain images at their full size")
+    e.add_argument("--max-pixels", type=_positive_int("--max-pixels", 64), default=50_000_000, metavar="N",
+                   help="refuse images with more pixels (width x height) than this, before decoding them")
+    e.add_argument("--seed", type=int, default=0, help="seed that breaks ties in the search order")
+    e.add_argument("--device", default=None, metavar="DEV",
+                   help="torch device for the models: cpu, cuda, cuda:1, mps (default: builtin on cpu, "
+                   "Hugging Face models on cuda if available)")
+    e.add_argument("--generate", default=None, metavar="K=V,...",
+                   help="generation settings for hf: captioners, e.g. max_new_tokens=20,num_beams=3")
+    e.add_argument("--prompt", default=None, metavar="TEXT",
+                   help="text prompt for hf: captioners that take one (BLIP, GIT), e.g. 'a picture of'; "
+                   "it is not part of the explained caption")
+    e.add_argument("--cache", default=None, metavar="DIR",
+                   help="caption cache folder (azure, hf): re-runs cost no API calls for images seen before")
+    e.add_argument("--grid", type=_grid_value, default=None, metavar="N|all",
+                   help="also write NAME_grid.png: the first N masked images (or all) with the caption "
+                   "made for each (or the scores, for scorers that make no captions)")
+    e.add_argument("--outline", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw the leaf segments' outlines in the plots (default: on for segment trees)")
+    e.add_argument("-r", "--recursive", action="store_true", help="also look for images in subfolders")
+    e.add_argument("--no-html", action="store_true", help="do not write index.html")
+    common(e)
+
+    s = sub.add_parser(
+        "show",
+        help="draw a saved explanation again",
+        description=_para(
+            "Re-plot saved explanations (NAME.npz + NAME.json): writes NAME.png next to each "
+            "file, or into --out. Segment trees get their outlines drawn again."
+        ),
+        formatter_class=_Formatter,
+    )
+    s.add_argument("files", nargs="+", metavar="FILE.npz", help="saved explanations (NAME.npz or NAME.json)")
+    s.add_argument("-o", "--out", default=None, metavar="DIR", help="write the pictures here instead of next to the files")
+    s.add_argument("--grid", type=_grid_value, default=None, metavar="N|all", help="also write NAME_grid.png")
+    s.add_argument("--outline", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw the leaf segments' outlines (default: on for segment trees)")
+    s.add_argument("--tokens", default=None, metavar="T1,T2",
+                   help="only these tokens (comma-separated words or indices)")
+    common(s)
+
+    v = sub.add_parser("evaluate", help="faithfulness metrics of a saved run",
+                       description=_para(
+                           "Deletion/insertion curves against random orders, and with --boxes a "
+                           "pointing game, for every explanation saved in RUN_DIR; writes a metrics table "
+                           "as JSON and Markdown (metrics.json, metrics.md)."
+                       ), formatter_class=_Formatter)
+    v.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'capshap explain'")
+    v.add_argument("--boxes", default=None, metavar="FILE",
+                   help='JSON file of object boxes per image: {"image": [[x0, y0, x1, y1], ...]}')
+    v.add_argument("--device", default=None, metavar="DEV", help="torch device for re-scoring")
+    v.add_argument("--cache", default=None, metavar="DIR", help="caption cache folder (azure, hf)")
+    v.add_argument("--batch-size", type=_positive_int("--batch-size"), default=50, metavar="N",
+                   help="masked images per model call")
+    v.add_argument("--steps", type=_positive_int("--steps"), default=20, metavar="N",
+                   help="points on each deletion / insertion curve")
+    v.add_argument("--random-orders", type=_positive_int("--random-orders"), default=5, metavar="N",
+                   help="random orders averaged for the baseline")
+    v.add_argument("--seed", type=int, default=0, help="seed of the random orders")
+    v.add_argument("--tolerance", type=_finite_positive("--tolerance"), default=15.0, metavar="PX",
+                   help="pointing game: a hit when the top pixel lies within PX pixels of a box")
+    v.add_argument("-o", "--out", default=None, metavar="DIR",
+                   help="where metrics.json and metrics.md go (default: RUN_DIR)")
+    common(v)
+
+    ver = sub.add_parser("version", help="print the versions of capshap and its libraries", formatter_class=_Formatter)
+    common(ver)
+    return p
