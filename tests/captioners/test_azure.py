@@ -444,3 +444,109 @@ def test_caption_cache_unit(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(NotADirectoryError, match="file"):
         CaptionCache(tmp_path / "file")
+
+
+def test_cache_is_keyed_on_endpoint_api_and_settings(fake, tmp_path):
+    """A cache filled against one server never answers for another (no poisoning)."""
+    im = solid("red")
+    shared = CaptionCache(tmp_path)
+    assert make(fake, cache=shared).caption([im]) == ["a red square"]
+    with FakeAzure(key=KEY) as other:  # another endpoint, same key, same image
+        cap = make(other, cache=shared)
+        assert cap.caption([im]) == ["a red square"] and other.total == 1 and cap.cache_hits == 0
+    namespaces = set()
+    for kw in ({}, {"language": "de"}, {"api": "v4"}, {"api": "v4", "gender_neutral": True},
+               {"image_format": "jpeg"}, {"image_format": "jpeg", "jpeg_quality": 80}):
+        namespaces.add(make(fake, **kw).namespace)
+    assert len(namespaces) == 6
+    assert all(fake.endpoint in ns for ns in namespaces)
+    assert fake.total == 1
+
+
+# ----------------------------------------------------------------------- hostile servers
+
+
+def test_trickling_server_is_cut_off_at_the_deadline(fake):
+    """One byte every 0.3 s: each read is quick, but the attempt as a whole runs out."""
+    fake.inject("trickle", times=None, seconds=0.3, size=200)
+    cap = make(fake, real_clock=True, timeout=0.5, max_retries=0)
+    with pytest.raises(AzureError, match=r"image 0.*1 tries.*no complete answer within timeout=0.5") as info:
+        cap.caption([solid("red")])
+    assert info.value.status is None
+    assert 0 < fake.bytes_sent < 100  # the 200+ byte answer was not waited for
+
+
+@pytest.mark.parametrize("declare", [True, False])
+def test_huge_answer_is_refused_at_the_cap(fake, declare):
+    fake.inject("huge", times=None, size=64 * 1024 * 1024, declare=declare)
+    cap = make(fake, max_response_bytes=100_000)
+    with pytest.raises(AzureError, match=r"image 0.*max_response_bytes=100000") as info:
+        cap.caption([solid("red")])
+    assert cap.requests_sent == 1  # not retried: a retry would get the same answer
+    assert info.value.status == 200
+    assert fake.bytes_sent < 16 * 1024 * 1024  # stopped reading long before the end
+
+
+def test_redirect_is_not_followed(fake):
+    fake.inject("redirect", location="http://elsewhere.invalid/steal")
+    cap = make(fake)
+    with pytest.raises(AzureError, match=r"HTTP 307.*elsewhere.invalid.*not followed") as info:
+        cap.caption([solid("red")])
+    assert info.value.status == 307 and cap.requests_sent == 1
+
+
+def test_key_echoed_by_the_server_is_scrubbed(fake, caplog):
+    caplog.set_level(logging.DEBUG)
+    fake.inject("echo", times=None)
+    (err,) = make(fake).caption_each([solid("red")])
+    assert isinstance(err, AzureRequestError) and err.status == 400
+    assert "bad request for key ***" in str(err) and KEY not in str(err)
+    assert KEY not in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["abc\ndef", "abc\rdef", "abc\x00def", "ab\u202ecd", "clé-secrète"])
+def test_key_with_control_characters_is_refused_without_showing_it(fake, bad, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret_part = bad.replace("\n", "").replace("\r", "")
+    with pytest.raises(ValueError, match=r"Azure AI Vision key \(from key=\) contains .* at position") as info:
+        make(fake, key=bad)
+    errors = [info.value]
+    if "\x00" not in bad:  # the environment cannot hold a NUL
+        monkeypatch.setenv("AZURE_VISION_KEY", bad)
+        with pytest.raises(ValueError, match=r"from AZURE_VISION_KEY") as info2:
+            AzureCaptioner(endpoint=fake.endpoint)
+        errors.append(info2.value)
+    for e in errors:
+        text = str(e) + repr(e)
+        assert bad not in text and "abc" not in text and "def" not in text and "cl" not in text
+        assert secret_part not in text
+    assert fake.total == 0 and "abc" not in caplog.text
+
+
+def test_key_with_a_trailing_newline_is_accepted(fake):
+    assert make(fake, key=KEY + "\n").caption([solid("red")]) == ["a red square"]
+    assert fake.headers_seen[-1]["ocp-apim-subscription-key"] == KEY
+
+
+def test_plain_http_with_a_key_warns_once_per_captioner(fake, caplog):
+    with caplog.at_level(logging.WARNING, logger="capshap.captioners.http"):
+        cap = make(fake)
+        cap.caption([solid("red"), solid("blue")])
+        cap.caption([solid("green")])
+    warnings = [r for r in caplog.records if "plain http://" in r.getMessage()]
+    assert len(warnings) == 1 and "127.0.0.1" in warnings[0].getMessage()
+    assert KEY not in caplog.text
+
+
+def test_captioner_declares_its_input_limits(fake):
+    from capshap.interfaces import ImageLimits
+
+    v3, v4 = make(fake).limits, make(fake, api="v4").limits
+    assert isinstance(v3, ImageLimits) and (v3.min_side, v3.max_side) == (50, 16000)
+    assert v3.max_bytes == 4 * 1024 * 1024 - 1 and v4.max_bytes == 20 * 1024 * 1024
+    assert v3.check((49, 80, 3), "Azure") is not None and v3.check((50, 80, 3), "Azure") is None
+
+
+def test_captioner_with_a_key_cannot_be_pickled(fake):
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(make(fake))

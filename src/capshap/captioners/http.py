@@ -80,7 +80,6 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 _MB = 1024 * 1024
-_CHUNK = 64 * 1024
 
 
 # ---------------------------------------------------------------------------- secrets
@@ -622,7 +621,7 @@ class HTTPClient:
                 raise _Final(self._too_large(request, where, status, f"declares {int(declared)} bytes"))
             chunks: list[bytes] = []
             size = 0
-            for chunk in resp.iter_bytes(_CHUNK):
+            for chunk in resp.iter_bytes():  # as they arrive, so the deadline is checked often
                 size += len(chunk)
                 if size > self.max_response_bytes:
                     raise _Final(self._too_large(request, where, status, f"sent more than {self.max_response_bytes} bytes"))
