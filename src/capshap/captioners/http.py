@@ -700,7 +700,12 @@ class HTTPClient:
                                             attempts=attempt + 1) from None
             if attempt < self.max_retries:
                 wait = self._delay(attempt, retry_after)
-                why = f"server asked for Retry-After {retry_after:g} s" if retry_after is not None else "backoff"
+                if retry_after is None:
+                    why = "backoff"
+                else:
+                    why = f"server asked for Retry-After {retry_after:g} s"
+                    if retry_after > self.max_backoff:
+                        why += f", capped at max_backoff={self.max_backoff:g} s"
                 level = logging.WARNING if wait >= self.warn_wait else logging.DEBUG
                 logger.log(level, "%s: %s: waiting %.1f s before retry %d of %d (%s) after %s", self.name,
                            request.label, wait, attempt + 1, self.max_retries, why, last)
@@ -756,15 +761,22 @@ class HTTPClient:
         def job(req: Request) -> Any:
             if stopped:
                 raise BatchStopped(req.label, stopped[0])
+            if cancel.is_set():
+                raise Cancelled(req.label, "not sent: the batch was interrupted")
             try:
                 return self.send(req, parse, cancel)
             except Exception as e:
                 if stop is not None and stop(e):
                     stopped.append(e)
                 raise
+            except BaseException:  # KeyboardInterrupt in this worker: stop the batch at once
+                cancel.set()
+                raise
 
-        futures = {fp: self._pool.submit(lambda r=requests[idx[0]]: job(r)) for fp, idx in todo.items()}
+        futures: dict[str, Future[Any]] = {}
         try:
+            for fp, idx in todo.items():
+                futures[fp] = self._pool.submit(lambda r=requests[idx[0]]: job(r))
             pending = set(futures.values())
             while pending:
                 done, pending = wait_futures(pending, timeout=self.poll, return_when=FIRST_EXCEPTION)
