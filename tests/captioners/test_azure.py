@@ -550,3 +550,22 @@ def test_captioner_declares_its_input_limits(fake):
 def test_captioner_with_a_key_cannot_be_pickled(fake):
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(make(fake))
+
+
+def test_registry_passes_the_http_options(fake, monkeypatch):
+    from capshap.captioners import build_captioner
+    from capshap.registry import SpecError
+
+    monkeypatch.setenv("AZURE_VISION_ENDPOINT", fake.endpoint)
+    monkeypatch.setenv("AZURE_VISION_KEY", KEY)
+    cap = build_captioner("azure-v4", {"timeout": 5, "max_response_bytes": 2000, "max_backoff": 10, "backoff": 0.2,
+                                       "max_concurrency": 2, "jpeg_quality": 80})
+    c = cap._client
+    assert (c.timeout, c.max_response_bytes, c.max_backoff, c.backoff, c.max_concurrency) == (5.0, 2000, 10.0, 0.2, 2)
+    assert cap.jpeg_quality == 80 and cap.spec == "azure-v4"
+    with pytest.raises(SpecError, match="timeout"):
+        build_captioner("azure", {"timeout": 0})
+    monkeypatch.setenv("AZURE_VISION_KEY", "abc\ndef")
+    with pytest.raises(SpecError, match="control character") as info:
+        build_captioner("azure")
+    assert "abc" not in str(info.value)

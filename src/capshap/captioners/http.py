@@ -19,8 +19,9 @@ needs, once:
   of the body) must finish within ``timeout`` seconds of the client's clock, and an answer
   larger than ``max_response_bytes`` is refused from its ``Content-Length`` or, when the
   server does not say, by stopping reading at the cap (:class:`ResponseTooLarge`). A server
-  that trickles one byte at a time therefore cannot hold a request for ever: each read
-  waits at most ``timeout``, and the deadline is checked after every chunk.
+  that trickles one byte at a time therefore cannot hold a request for ever: each network
+  operation waits at most ``timeout`` and the deadline is checked when the headers arrive
+  and after every chunk, so an attempt ends within ``2 * timeout`` at worst.
 - **Concurrency**: one bounded pool of ``max_concurrency`` daemon worker threads and one
   connection pool per client, shared by every caller of :meth:`HTTPClient.map` (many
   images in flight from many threads never exceed the limit).
@@ -49,7 +50,10 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-import httpx
+try:
+    import httpx
+except ImportError as e:  # pragma: no cover - depends on the installation
+    raise ImportError("the cloud captioners need httpx: pip install 'capshap[cloud]' (or pip install httpx)") from e
 
 from capshap.text import printable
 
@@ -390,7 +394,9 @@ class HTTPClient:
         Retries of 2xx answers the parser refuses with :class:`RetryAnswer` (at most
         ``max_retries`` either way).
     timeout : float
-        Seconds one attempt may take in all: connect, send, headers and the whole body.
+        Seconds one attempt may take in all: connect, send, headers and the whole body
+        (checked on ``clock`` after the headers and after every chunk; each network wait
+        is also bounded by it, so an attempt never lasts past ``2 * timeout``).
     max_response_bytes : int
         Largest answer body read, in bytes (after content decoding).
     backoff, max_backoff : float
@@ -616,6 +622,8 @@ class HTTPClient:
                     "final URL as the endpoint",
                     status=status,
                 ))
+            if self._clock() > deadline:
+                raise _Transient(f"no answer within timeout={self.timeout:g} s", status=None)
             declared = resp.headers.get("content-length")
             if declared is not None and declared.strip().isdigit() and int(declared) > self.max_response_bytes:
                 raise _Final(self._too_large(request, where, status, f"declares {int(declared)} bytes"))
