@@ -462,3 +462,16 @@ def test_invalid_settings_are_refused_with_the_value():
     with pytest.raises(TypeError, match="must be a Secret"):
         HTTPClient(secret_headers={"Authorization": KEY})
     assert issubclass(RetriesExhausted, ClientError)
+
+
+def test_idle_workers_end_and_new_ones_start_on_demand():
+    c = client(Server(default=lambda r: httpx.Response(200, text=r.content.decode())), max_concurrency=4)
+    c._pool.idle = 0.01
+    assert c.map([req(b"a"), req(b"b"), req(b"c")], lambda r: r.text()) == ["a", "b", "c"]
+    for _ in range(500):  # bounded poll until the idle workers have left
+        with c._pool._lock:
+            if not c._pool._threads:
+                break
+        time.sleep(0.01)
+    assert c._pool._threads == []
+    assert c.map([req(b"d")], lambda r: r.text()) == ["d"]  # the pool starts again

@@ -325,11 +325,13 @@ class _Pool:
     """``size`` daemon threads serving one queue: the concurrency limit of one client.
 
     Daemon threads, so that an interrupted program exits at once instead of waiting for
-    requests in flight (each of which is bounded by the client's deadline anyway)."""
+    requests in flight (each of which is bounded by the client's deadline anyway); they
+    end after ``idle`` seconds without work, so a forgotten client leaves no threads."""
 
-    def __init__(self, size: int, name: str):
+    def __init__(self, size: int, name: str, idle: float = 10.0):
         self.size = size
         self.name = name
+        self.idle = idle  # seconds an idle worker waits for work before it ends
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -339,14 +341,23 @@ class _Pool:
         self._queue.put((fut, fn))
         with self._lock:
             if len(self._threads) < self.size:
-                t = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True)
+                t = threading.Thread(target=self._work, name=f"{self.name}-worker", daemon=True)
                 self._threads.append(t)
                 t.start()
         return fut
 
     def _work(self) -> None:
+        me = threading.current_thread()
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.idle)
+            except queue.Empty:
+                with self._lock:  # idle: leave, unless work arrived meanwhile (submit checks
+                    if self._queue.empty():  # the thread count under the same lock)
+                        if me in self._threads:
+                            self._threads.remove(me)
+                        return
+                continue
             if item is None:
                 return
             fut, fn = item
