@@ -85,7 +85,8 @@ def _azure_factory(api: str) -> Any:
     return make
 
 
-_AZURE_OPTIONS = ("language", "gender_neutral", "image_format", "max_concurrency", "max_retries", "timeout")
+_AZURE_OPTIONS = ("language", "gender_neutral", "image_format", "jpeg_quality", "max_concurrency", "max_retries",
+                  "timeout", "max_response_bytes", "backoff", "max_backoff")
 for _name, _api in _AZURE_APIS.items():
     CAPTIONERS.register(
         _name, _azure_factory(_api), options=_AZURE_OPTIONS,

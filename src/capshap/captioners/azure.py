@@ -23,17 +23,24 @@ made and the cache key (the pixels) matches what was captioned. ``image_format="
 service's limits (see :data:`LIMITS`) and a failing one gets an :class:`ImageLimitError`
 that names it.
 
-Requests run concurrently (``max_concurrency`` threads); captions come back in input
-order. HTTP 429, 408 and 5xx answers, time-outs, network errors and (at most twice)
-malformed JSON are retried with exponential backoff plus a little jitter from a private
-seeded RNG, honouring ``Retry-After`` (and Azure's ``retry-after-ms``). 401/403 (wrong key
-or endpoint) and 404 (wrong endpoint or API not in this region) stop the whole batch at
-once without retrying; 400 and other client errors fail their image with the service's
-own message.
+Requests go through one :class:`capshap.captioners.http.HTTPClient` per captioner (httpx):
+``max_concurrency`` in flight over all callers, captions back in input order. HTTP 429,
+408 and 5xx answers, time-outs, network errors and (at most twice) malformed JSON are
+retried with exponential backoff plus a little jitter from a private seeded RNG, honouring
+``Retry-After`` (and Azure's ``retry-after-ms``), capped at ``max_backoff``; long waits are
+logged as warnings and Ctrl-C stops them within a quarter second. Every attempt must
+finish within ``timeout`` seconds in all (a server that trickles bytes is cut off) and
+answers larger than ``max_response_bytes`` are refused. Redirects are not followed.
+401/403 (wrong key or endpoint) and 404 (wrong endpoint or API not in this region) stop
+the whole batch at once without retrying; 400 and other client errors fail their image
+with the service's own message.
 
 Captions are cached by image content (see :class:`capshap.captioners.cache.CaptionCache`), in
-memory and optionally on disk (``cache_dir=``), so re-running or resuming costs no calls
-for images already captioned, and identical images within a batch are sent once.
+memory and optionally on disk (``cache_dir=``), under a namespace that holds everything
+besides the pixels that determines the caption (endpoint, API and its version, features,
+language, gender-neutral flag, upload encoding), so a cache filled against one server
+never answers for another. Re-running or resuming costs no calls for images already
+captioned, and identical images within a batch are sent once.
 
 Failures are per image: :meth:`AzureCaptioner.caption_each` returns a caption or an
 exception for every image; :meth:`AzureCaptioner.caption` waits until every image is done
@@ -42,27 +49,34 @@ exception for every image; :meth:`AzureCaptioner.caption` waits until every imag
 
 from __future__ import annotations
 
-import email.utils
 import io
 import json
 import logging
 import os
-import random
 import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import numpy as np
 from PIL import Image
 
 from capshap.captioners.cache import CaptionCache, cache_key
-from capshap.interfaces import Captioner
+from capshap.captioners.http import (
+    BadAnswer,
+    BatchStopped,
+    ClientError,
+    HTTPClient,
+    Request,
+    Response,
+    RetriesExhausted,
+    RetryAnswer,
+    Secret,
+)
+from capshap.interfaces import Captioner, ImageLimits
+from capshap.text import printable
 
 __all__ = [
     "AzureCaptioner",
@@ -81,7 +95,6 @@ KEY_ENV = "AZURE_VISION_KEY"
 V4_API_VERSION = "2023-10-01"
 
 _MB = 1024 * 1024
-_MAX_MALFORMED_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -156,37 +169,6 @@ class ImageLimitError(AzureError, ValueError):
     """An image breaks the service's limits (size, dimensions); it was not sent."""
 
 
-class _Malformed(Exception):
-    pass
-
-
-class _Secret:
-    """Holds the key so that repr(), vars() dumps and tracebacks show only '***'."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-    def __reduce__(self):  # never pickle the key along with a captioner
-        raise TypeError("the Azure key cannot be pickled; pass it again (or set AZURE_VISION_KEY)")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Never follow redirects: a redirected POST would drop the body or send the key on."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401
-        return None
-
-
 def _normalise_api(api: str) -> str:
     a = str(api).strip().lower()
     if a not in _API_ALIASES:
@@ -197,50 +179,21 @@ def _normalise_api(api: str) -> str:
 
 
 def _service_message(body: bytes) -> str:
-    """The error code and message from an Azure error body (v3.x or 4.0 shape), else its text."""
+    """The error code and message from an Azure error body (v3.x or 4.0 shape), else its text.
+
+    Control characters are escaped and the text is cut to 300 characters."""
     text = body.decode("utf-8", "replace").strip()
     try:
         j = json.loads(text)
     except ValueError:
-        return text[:300] or "(empty body)"
+        return printable(text, 300) or "(empty body)"
     if not isinstance(j, dict):
-        return text[:300]
+        return printable(text, 300)
     err = j.get("error") if isinstance(j.get("error"), dict) else j
     inner = err.get("innererror") if isinstance(err.get("innererror"), dict) else {}
     code = inner.get("code") or err.get("code")
-    message = inner.get("message") or err.get("message") or text[:300]
-    return f"{code}: {message}" if code else str(message)
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds the service asks to wait, from retry-after-ms or Retry-After, else None."""
-    if headers is None:
-        return None
-    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
-        v = headers.get(name)
-        if v is not None:
-            try:
-                return max(0.0, float(v) / 1000.0)
-            except ValueError:
-                pass
-    v = headers.get("Retry-After")
-    if v is None:
-        return None
-    try:
-        return max(0.0, float(v))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(v)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    if isinstance(exc, TimeoutError):
-        return True
-    return isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, TimeoutError)
+    message = inner.get("message") or err.get("message") or text
+    return printable(f"{code}: {message}" if code else str(message), 300)
 
 
 class AzureCaptioner(Captioner):
@@ -252,7 +205,9 @@ class AzureCaptioner(Captioner):
         The resource endpoint, e.g. ``https://<name>.cognitiveservices.azure.com``;
         defaults to the environment variable ``AZURE_VISION_ENDPOINT``.
     key : str, optional
-        The resource key; defaults to ``AZURE_VISION_KEY``. Never logged or shown.
+        The resource key; defaults to ``AZURE_VISION_KEY``. Never logged or shown; one
+        with a control character (a line break) is refused with an error that does not
+        show it.
     api : {"v3.2", "v3.1", "v4"}
         Which REST API to call.
     language : str
@@ -263,12 +218,14 @@ class AzureCaptioner(Captioner):
         How arrays are encoded for upload (in memory). PNG (default) is lossless; JPEG
         uses ``jpeg_quality`` and 4:4:4 chroma. WEBP (lossless) only for ``api="v4"``.
     max_concurrency : int
-        Requests in flight at once (threads).
+        Requests in flight at once (over all threads using this captioner).
     max_retries : int
         Retries per image after the first try, for 429, 408, 5xx, time-outs and network
         errors (malformed JSON: at most 2).
     timeout : float
-        Seconds to wait for the connection and for each read of an answer.
+        Seconds one attempt may take in all: connecting, uploading and reading the answer.
+    max_response_bytes : int
+        Largest answer read, in bytes (Azure's answers are a few hundred bytes).
     backoff, max_backoff : float
         Retry ``k`` (0-based) waits ``min(max_backoff, backoff * 2**k)`` seconds, or the
         service's ``Retry-After`` (capped at ``max_backoff``), times 1 + U(0, 0.1) jitter.
@@ -279,11 +236,14 @@ class AzureCaptioner(Captioner):
     cache_dir : str or Path, optional
         Folder for an on-disk caption cache (ignored when ``cache`` is given).
     proxies : dict, optional
-        urllib proxy map, e.g. ``{"https": "http://proxy:3128"}``; None uses the
-        environment (``https_proxy``, ``no_proxy``), ``{}`` uses no proxy.
+        Proxy map, e.g. ``{"https": "http://proxy:3128"}``; None uses the environment
+        (``https_proxy``, ``no_proxy``), ``{}`` uses no proxy.
+    transport, sleep, clock
+        Passed to :class:`~capshap.captioners.http.HTTPClient` (tests inject them).
 
-    Attributes ``requests_sent`` (HTTP requests made, retries included) and ``cache_hits``
-    (images answered from the cache) count what the captioner did.
+    Attributes ``requests_sent`` (HTTP requests made, retries included), ``cache_hits``
+    (images answered from the cache) and ``limits`` (an
+    :class:`~capshap.interfaces.ImageLimits`, checked when images are loaded).
     """
 
     def __init__(
@@ -299,16 +259,20 @@ class AzureCaptioner(Captioner):
         max_concurrency: int = 8,
         max_retries: int = 5,
         timeout: float = 30.0,
+        max_response_bytes: int = 1 * _MB,
         backoff: float = 0.5,
         max_backoff: float = 60.0,
         seed: int = 0,
         cache: CaptionCache | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         proxies: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ):
         self.api = _normalise_api(api)
         self.endpoint = self._resolve_endpoint(endpoint)
-        self._key = _Secret(self._resolve_key(key))
+        self._key = self._resolve_key(key)
         self.language = str(language)
         self.gender_neutral = bool(gender_neutral)
         if self.gender_neutral and self.api != "v4":
@@ -333,27 +297,29 @@ class AzureCaptioner(Captioner):
         if not 1 <= int(jpeg_quality) <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality!r}")
         self.jpeg_quality = int(jpeg_quality)
-        if int(max_concurrency) < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
-        if int(max_retries) < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
-        if not float(timeout) > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        if float(backoff) < 0 or float(max_backoff) < 0:
-            raise ValueError(f"backoff and max_backoff must be >= 0, got {backoff!r}, {max_backoff!r}")
-        self.max_concurrency = int(max_concurrency)
-        self.max_retries = int(max_retries)
-        self.timeout = float(timeout)
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
+        lim = LIMITS[self.api]
+        self.limits = ImageLimits(min_side=lim.min_side, max_side=lim.max_side, max_bytes=lim.max_bytes)
         self.cache = cache if cache is not None else CaptionCache(cache_dir)
-        self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self.requests_sent = 0
         self.cache_hits = 0
-        proxy = urllib.request.ProxyHandler(proxies) if proxies is not None else urllib.request.ProxyHandler()
-        self._opener = urllib.request.build_opener(proxy, _NoRedirect())
         self._url = self._build_url()
+        self._client = HTTPClient(
+            secret_headers={"Ocp-Apim-Subscription-Key": self._key},
+            headers={"Content-Type": "application/octet-stream"},
+            name=f"azure-{self.api}",
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            max_bad_answers=2,
+            timeout=timeout,
+            max_response_bytes=max_response_bytes,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            seed=seed,
+            transport=transport,
+            proxies=proxies,
+            sleep=sleep,
+            clock=clock,
+        )
 
     # ----------------------------------------------------------------- configuration
 
@@ -367,21 +333,27 @@ class AzureCaptioner(Captioner):
             )
         ep = ep.strip().rstrip("/")
         parts = urllib.parse.urlsplit(ep)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError(
-                f"Azure endpoint {ep!r} is not an http(s) URL; expected something like "
-                f"'https://<resource>.cognitiveservices.azure.com' (check {ENDPOINT_ENV})"
+                f"Azure endpoint {printable(ep, 200)!r} is not an http(s) URL without query; expected "
+                f"something like 'https://<resource>.cognitiveservices.azure.com' (check {ENDPOINT_ENV})"
+            )
+        if any(ord(c) < 33 or ord(c) == 127 for c in ep):
+            raise ValueError(
+                f"Azure endpoint {printable(ep, 200)!r} contains spaces or control characters; "
+                f"copy it again (check {ENDPOINT_ENV})"
             )
         return ep
 
     @staticmethod
-    def _resolve_key(key: str | None) -> str:
+    def _resolve_key(key: str | None) -> Secret:
+        source = "key=" if key is not None else KEY_ENV
         k = key if key is not None else os.environ.get(KEY_ENV)
-        if not k or not str(k).strip():
+        if k is None or not str(k).strip():
             raise ValueError(
                 f"no Azure AI Vision key: pass key=... or set the environment variable {KEY_ENV}"
             )
-        return str(k).strip()
+        return Secret(str(k), name="Azure AI Vision key", source=source)
 
     def _build_url(self) -> str:
         if self.api == "v4":
@@ -400,10 +372,21 @@ class AzureCaptioner(Captioner):
 
     @property
     def namespace(self) -> str:
-        """Cache namespace: everything besides the pixels that changes the caption."""
+        """Cache namespace: everything besides the pixels that determines the caption.
+
+        The full request URL (endpoint, API and version, features, language, gender-neutral
+        flag) and the upload encoding."""
         fmt = self.image_format + (str(self.jpeg_quality) if self.image_format == "jpeg" else "")
-        gn = "/gender-neutral" if self.gender_neutral else ""
-        return f"azure/{self.api}/{self.language}{gn}/{fmt}"
+        return f"azure|{self._url}|{fmt}"
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests made, retries included."""
+        return self._client.requests_sent
+
+    def close(self) -> None:
+        """Close the connections (a closed captioner sends nothing more)."""
+        self._client.close()
 
     def __repr__(self) -> str:
         return f"AzureCaptioner(endpoint={self.endpoint!r}, api={self.api!r})"
@@ -439,11 +422,12 @@ class AzureCaptioner(Captioner):
         (``ImageLimitError`` for images that break the limits and were not sent) or
         ``TypeError``/``ValueError`` for arrays that are not uint8 (H, W, 3).
         Successful captions are cached; cached images cost no request.
+        KeyboardInterrupt stops the batch (nothing more is sent) and propagates.
         """
         n = len(images)
         if names is not None and len(names) != n:
             raise ValueError(f"got {len(names)} names for {n} images; pass one name per image")
-        labels = [f"image {i}" if names is None else f"image {i} ({names[i]!r})" for i in range(n)]
+        labels = [f"image {i}" if names is None else f"image {i} ({printable(names[i], 200)!r})" for i in range(n)]
         results: list[str | Exception | None] = [None] * n
         namespace = self.namespace
         todo: dict[str, list[int]] = {}
@@ -466,29 +450,35 @@ class AzureCaptioner(Captioner):
                 continue
             todo[key] = [i]
             arrays[key] = arr
-        if todo:
-            logger.debug(
-                "%s: %d images, %d to send (%d cached or duplicate)",
-                self.name, n, len(todo), n - sum(len(v) for v in todo.values()),
-            )
-            abort: dict[str, AzureError] = {}
-            workers = min(self.max_concurrency, len(todo))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capshap-azure") as pool:
-                futures = {
-                    key: pool.submit(self._caption_one, arrays[key], labels[idx[0]], idx[0], abort)
-                    for key, idx in todo.items()
-                }
-                for key, fut in futures.items():
-                    idx = todo[key]
-                    try:
-                        text = fut.result()
-                    except Exception as e:  # noqa: BLE001 - returned per image
-                        for i in idx:
-                            results[i] = e
-                        continue
-                    self.cache.put_key(namespace, key, text, shape=arrays[key].shape)
-                    for i in idx:
-                        results[i] = text
+        if not todo:
+            return results  # type: ignore[return-value]
+        logger.debug(
+            "%s: %d images, %d to send (%d cached or duplicate)",
+            self.name, n, len(todo), n - sum(len(v) for v in todo.values()),
+        )
+        keys, requests, index_of = [], [], {}
+        for key, idx in todo.items():
+            i = idx[0]
+            try:
+                data = self._encode(arrays[key], labels[i], i)
+            except ImageLimitError as e:
+                for j in idx:
+                    results[j] = e
+                continue
+            keys.append(key)
+            requests.append(Request("POST", self._url, data, label=labels[i]))
+            index_of[labels[i]] = i
+        answers = self._client.map(
+            requests, lambda r: self._parse(r, index_of[r.request.label]), stop=self._stops_batch,
+        )
+        for key, req, answer in zip(keys, requests, answers):
+            idx = todo[key]
+            if isinstance(answer, str):
+                self.cache.put_key(namespace, key, answer, shape=arrays[key].shape)
+            else:
+                answer = self._convert(answer, req.label, index_of[req.label])
+            for j in idx:
+                results[j] = answer
         return results  # type: ignore[return-value]
 
     # ----------------------------------------------------------------- one image
@@ -529,33 +519,30 @@ class AzureCaptioner(Captioner):
             )
         return data
 
-    def _post(self, data: bytes) -> tuple[int, Any, bytes]:
-        """One POST -> (status, headers, body). HTTP errors are answers, not exceptions."""
-        req = urllib.request.Request(
-            self._url,
-            data=data,
-            method="POST",
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Ocp-Apim-Subscription-Key": self._key.reveal(),
-                "User-Agent": "capshap",
-            },
-        )
-        with self._lock:
-            self.requests_sent += 1
-        try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                return resp.status, resp.headers, resp.read()
-        except urllib.error.HTTPError as e:
-            try:
-                body = e.read()
-            except OSError:
-                body = b""
-            finally:
-                e.close()
-            return e.code, e.headers, body
-
-    def _parse(self, body: bytes) -> str:
+    def _parse(self, resp: Response, index: int) -> str:
+        """A final (non-retryable) answer -> the caption; raises AzureError or RetryAnswer."""
+        label, status = resp.request.label, resp.status
+        if status in (401, 403):
+            raise AzureAuthError(
+                f"{label}: Azure {self.api} refused the request (HTTP {status}: "
+                f"{self._client.scrub(_service_message(resp.content))}): key or endpoint wrong: "
+                f"check {KEY_ENV} / {ENDPOINT_ENV} (endpoint {self.endpoint!r})",
+                image=label, index=index, status=status,
+            )
+        if status == 404:
+            raise AzureRequestError(
+                f"{label}: {self._url.split('?')[0]} not found (HTTP 404: "
+                f"{self._client.scrub(_service_message(resp.content))}): check {ENDPOINT_ENV} and api="
+                f"{self.api!r} (Image Analysis 4.0 captions exist only in some regions)",
+                image=label, index=index, status=status,
+            )
+        if status != 200:
+            raise AzureRequestError(
+                f"{label}: Azure {self.api} rejected the image (HTTP {status}): "
+                f"{self._client.scrub(_service_message(resp.content))}",
+                image=label, index=index, status=status,
+            )
+        body = resp.content
         try:
             j = json.loads(body.decode("utf-8"))
             if self.api == "v4":
@@ -568,98 +555,33 @@ class AzureCaptioner(Captioner):
             if not isinstance(text, str):
                 raise TypeError("caption text is not a string")
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
-            excerpt = body[:200].decode("utf-8", "replace")
-            raise _Malformed(f"{type(e).__name__}: {e}; body starts {excerpt!r}") from None
+            excerpt = printable(body[:200].decode("utf-8", "replace"))
+            raise RetryAnswer(f"malformed JSON answer ({type(e).__name__}: {e}; body starts {excerpt!r})") from None
         return text
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        base = retry_after if retry_after is not None else self.backoff * (2.0 ** attempt)
-        with self._lock:
-            u = self._rng.random()
-        return min(self.max_backoff, base) * (1.0 + 0.1 * u)
-
-    def _caption_one(
-        self, image: np.ndarray, label: str, index: int, abort: dict[str, AzureError]
-    ) -> str:
-        """Caption one checked image, retrying transient failures; raises AzureError."""
-        if abort:
-            raise self._aborted(abort, label, index)
-        data = self._encode(image, label, index)
-        last, last_status, malformed = "nothing", None, 0
-        for attempt in range(self.max_retries + 1):
-            if abort:
-                raise self._aborted(abort, label, index)
-            retry_after = None
-            t0 = time.monotonic()
-            try:
-                status, headers, body = self._post(data)
-            except Exception as e:  # noqa: BLE001 - classified below
-                if _is_timeout(e):
-                    last, last_status = f"no answer within timeout={self.timeout:g} s", None
-                elif isinstance(e, (OSError, urllib.error.URLError)) or type(e).__module__ == "http.client":
-                    reason = getattr(e, "reason", e)
-                    last, last_status = f"network error ({type(e).__name__}: {reason})", None
-                else:
-                    raise
-                logger.debug("%s: %s: %s (try %d)", self.name, label, last, attempt + 1)
-            else:
-                logger.debug(
-                    "%s: %s: POST %s -> %d in %.2f s (%d bytes sent, try %d)",
-                    self.name, label, self._url, status, time.monotonic() - t0, len(data), attempt + 1,
-                )
-                last_status = status
-                if status == 200:
-                    try:
-                        return self._parse(body)
-                    except _Malformed as e:
-                        malformed += 1
-                        last = f"malformed JSON answer ({e})"
-                        if malformed > _MAX_MALFORMED_RETRIES:
-                            raise AzureError(
-                                f"{label}: Azure {self.api} answered with malformed JSON "
-                                f"{malformed} times; last: {e}",
-                                image=label, index=index, status=status,
-                            ) from None
-                elif status in (401, 403):
-                    err = AzureAuthError(
-                        f"{label}: Azure {self.api} refused the request (HTTP {status}: "
-                        f"{_service_message(body)}): key or endpoint wrong: check "
-                        f"{KEY_ENV} / {ENDPOINT_ENV} (endpoint {self.endpoint!r})",
-                        image=label, index=index, status=status,
-                    )
-                    abort.setdefault("error", err)
-                    raise err
-                elif status == 404:
-                    err = AzureRequestError(
-                        f"{label}: {self._url.split('?')[0]} not found (HTTP 404: "
-                        f"{_service_message(body)}): check {ENDPOINT_ENV} and api="
-                        f"{self.api!r} (Image Analysis 4.0 captions exist only in some regions)",
-                        image=label, index=index, status=status,
-                    )
-                    abort.setdefault("error", err)
-                    raise err
-                elif status == 429 or status == 408 or status >= 500:
-                    last = f"HTTP {status}: {_service_message(body)}"
-                    retry_after = _retry_after(headers)
-                else:
-                    raise AzureRequestError(
-                        f"{label}: Azure {self.api} rejected the image (HTTP {status}): "
-                        f"{_service_message(body)}",
-                        image=label, index=index, status=status,
-                    )
-            if attempt < self.max_retries:
-                wait = self._delay(attempt, retry_after)
-                logger.debug("%s: %s: retrying in %.2f s after %s", self.name, label, wait, last)
-                time.sleep(wait)
-        raise AzureError(
-            f"{label}: Azure {self.api} failed after {self.max_retries + 1} tries; last: {last}",
-            image=label, index=index, status=last_status,
-        )
-
     @staticmethod
-    def _aborted(abort: dict[str, AzureError], label: str, index: int) -> AzureError:
-        first = abort["error"]
-        return type(first)(
-            f"{label}: not sent, an earlier request failed for good: {first}",
-            image=label, index=index, status=first.status,
-        )
+    def _stops_batch(e: BaseException) -> bool:
+        return isinstance(e, AzureAuthError) or (isinstance(e, AzureRequestError) and e.status == 404)
+
+    def _convert(self, e: Exception, label: str, index: int) -> Exception:
+        """A client failure -> the AzureError that names the image; others unchanged."""
+        if isinstance(e, AzureError):
+            return e
+        if isinstance(e, BatchStopped):
+            first = e.first
+            cls = type(first) if isinstance(first, AzureError) else AzureError
+            err: AzureError = cls(
+                f"{label}: not sent, an earlier request failed for good: {first}",
+                image=label, index=index, status=getattr(first, "status", None),
+            )
+        elif isinstance(e, BadAnswer):
+            err = AzureError(f"{label}: Azure {self.api} answered with {e.reason}",
+                             image=label, index=index, status=e.status)
+        elif isinstance(e, RetriesExhausted):
+            err = AzureError(f"{label}: Azure {self.api} {e.reason}", image=label, index=index, status=e.status)
+        elif isinstance(e, ClientError):
+            err = AzureError(f"{label}: Azure {self.api}: {e.reason}", image=label, index=index, status=e.status)
+        else:
+            return e
+        err.__cause__ = e
+        return err

@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,7 +47,7 @@ PALETTE = {
     "magenta": (210, 30, 210),
 }
 
-_KINDS = {"429", "500", "slow", "malformed", "401", "400", "empty"}
+_KINDS = {"429", "500", "slow", "malformed", "401", "400", "empty", "trickle", "huge", "redirect", "echo"}
 
 
 def colour_name(image: np.ndarray) -> str:
@@ -82,8 +81,11 @@ class FakeAzure:
         self.queries: list[dict[str, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.bytes_sent = 0  # body bytes of trickled and huge answers actually written
+        self.headers_seen: list[dict[str, str]] = []
         self._rules: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -109,6 +111,7 @@ class FakeAzure:
         return self
 
     def close(self) -> None:
+        self._stop.set()  # ends trickling and huge answers
         self.server.shutdown()
         self.server.server_close()
 
@@ -144,6 +147,12 @@ class FakeAzure:
           "401"        a wrong-key answer, whatever key was sent
           "400"        code="InvalidImageSize", message="The image is too small."
           "empty"      v3.x: a 200 answer with an empty caption list
+          "trickle"    seconds=0.3, size=60: a 200 answer of ``size`` bytes sent one byte
+                       every ``seconds`` (stops when the client leaves or the server closes)
+          "huge"       size=1 GiB, declare=True: a 200 answer of ``size`` zero bytes, with
+                       its Content-Length if ``declare`` (else until the connection closes)
+          "redirect"   location="http://elsewhere.invalid/": a 307 answer
+          "echo"       a 400 whose message repeats the key that was sent
         """
         if kind not in _KINDS:
             raise ValueError(f"unknown kind {kind!r}; use one of {sorted(_KINDS)}")
@@ -172,6 +181,8 @@ class FakeAzure:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             status, body, headers = self._serve(h)
+            if callable(body):  # a streamed answer: headers first, then the body writes itself
+                return self._stream(h, status, headers, body)
         finally:
             with self._lock:  # counted as done before the answer leaves, so a client's
                 self.in_flight -= 1  # next request never overlaps this one in the count
@@ -186,6 +197,41 @@ class FakeAzure:
             h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (time-out test)
+
+    def _stream(self, h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: Any) -> None:
+        try:
+            h.send_response(status)
+            for k, v in headers.items():
+                h.send_header(k, v)
+            h.end_headers()
+            h.wfile.flush()
+            body(h.wfile)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # the client gave up: what the test wants
+        h.close_connection = True
+
+    def _trickle(self, data: bytes, seconds: float) -> Any:
+        def write(wfile: Any) -> None:
+            for i in range(len(data)):
+                wfile.write(data[i:i + 1])
+                wfile.flush()
+                with self._lock:
+                    self.bytes_sent += 1
+                if self._stop.wait(seconds):
+                    return
+        return write
+
+    def _zeros(self, size: int) -> Any:
+        def write(wfile: Any) -> None:
+            chunk = b"\0" * 65536
+            left = size
+            while left > 0 and not self._stop.is_set():
+                part = chunk[: min(left, len(chunk))]
+                wfile.write(part)
+                left -= len(part)
+                with self._lock:
+                    self.bytes_sent += len(part)
+        return write
 
     def _serve(self, h: BaseHTTPRequestHandler) -> tuple[int, bytes, dict[str, str]]:
         length = int(h.headers.get("Content-Length") or 0)
@@ -203,6 +249,7 @@ class FakeAzure:
         with self._lock:
             self.requests[api] += 1
             self.queries.append(query)
+            self.headers_seen.append({k.lower(): v for k, v in h.headers.items()})
         if not ok:
             return self._error(api, 400, "InvalidRequest", f"missing or bad query {url.query!r}")
         if h.headers.get("Ocp-Apim-Subscription-Key") != self.key:
@@ -233,10 +280,27 @@ class FakeAzure:
             return self._answer(int(p.get("status", 500)), {"error": {"code": "InternalServerError", "message": "Oops."}})
         if kind == "400":
             return self._error(api, 400, p.get("code", "InvalidImageSize"), p.get("message", "The image is too small."))
+        if kind == "redirect":
+            return self._answer(307, {}, {"Location": str(p.get("location", "http://elsewhere.invalid/"))})
+        if kind == "echo":
+            sent = h.headers.get("Ocp-Apim-Subscription-Key", "")
+            return self._error(api, 400, "InvalidRequest", f"bad request for key {sent} (from {sent!r})")
+        if kind == "trickle":
+            payload = json.dumps({"description": {"captions": [{"text": "x" * int(p.get("size", 60))}]}}).encode()
+            return 200, self._trickle(payload, float(p.get("seconds", 0.3))), {
+                "Content-Type": "application/json", "Content-Length": str(len(payload))}
+        if kind == "huge":
+            size = int(p.get("size", 1 << 30))
+            headers = {"Content-Type": "application/json"}
+            if p.get("declare", True):
+                headers["Content-Length"] = str(size)
+            else:
+                headers["Connection"] = "close"
+            return 200, self._zeros(size), headers
         if kind == "slow":
-            time.sleep(float(p.get("seconds", 1.0)))
+            self._stop.wait(float(p.get("seconds", 1.0)))
         if self.delay:
-            time.sleep(self.delay)
+            self._stop.wait(self.delay)
         if kind == "malformed":
             return 200, str(p.get("body", '{"description": ')).encode(), {}
         caption = expected_caption(image, api, query.get("gender-neutral-caption") == "true")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import socket
-import time
 
 import numpy as np
 import pytest
@@ -31,10 +31,32 @@ def fake():
         yield server
 
 
-def make(fake: FakeAzure, **kw) -> AzureCaptioner:
+class FakeClock:
+    """A monotonic clock that only moves when slept on; records every sleep (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make(fake: FakeAzure, real_clock: bool = False, **kw) -> AzureCaptioner:
+    """A captioner for ``fake``; retry waits go to a FakeClock (``cap.test_clock``) unless
+    ``real_clock`` (needed where the per-attempt deadline must run in real time)."""
+    clock = FakeClock()
     opts = dict(endpoint=fake.endpoint, key=KEY, proxies={}, backoff=0.01, timeout=2.0)
+    if not real_clock:
+        opts.update(sleep=clock.sleep, clock=clock)
     opts.update(kw)
-    return AzureCaptioner(**opts)
+    cap = AzureCaptioner(**opts)
+    cap.test_clock = clock
+    return cap
 
 
 def solid(colour: str, h: int = 64, w: int = 64) -> np.ndarray:
@@ -124,12 +146,9 @@ def test_image_format_must_be_accepted_by_the_api(fake):
 def test_requests_run_concurrently(fake):
     fake.delay = 0.2
     images = varied_images()[:8]
-    t0 = time.monotonic()
     out = make(fake, max_concurrency=4).caption(images)
-    elapsed = time.monotonic() - t0
     assert out == [expected_caption(im) for im in images]
     assert 1 < fake.max_in_flight <= 4
-    assert elapsed < 8 * 0.2 * 0.75  # clearly faster than one at a time (1.6 s)
 
     fake.reset_counts()
     make(fake, max_concurrency=1).caption(varied_images()[:3])
@@ -141,23 +160,40 @@ def test_requests_run_concurrently(fake):
 
 def test_429_honours_retry_after(fake):
     fake.inject("429", retry_after="1")
-    t0 = time.monotonic()
-    assert make(fake, backoff=0.01).caption([solid("red")]) == ["a red square"]
-    elapsed = time.monotonic() - t0
+    cap = make(fake, backoff=0.01)
+    assert cap.caption([solid("red")]) == ["a red square"]
     assert fake.total == 2
-    assert 1.0 <= elapsed < 1.6  # waited what the server asked, not the 0.01 s backoff
+    waited = sum(cap.test_clock.sleeps)
+    assert 1.0 <= waited <= 1.1  # what the server asked (plus <= 10 % jitter), not the 0.01 s backoff
+    assert max(cap.test_clock.sleeps) <= 0.25  # in slices, so Ctrl-C is seen at once
 
     fake.reset_counts()
     fake.inject("429", retry_after=None)  # no header: exponential backoff from 0.01 s
-    t0 = time.monotonic()
-    assert make(fake, backoff=0.01).caption([solid("blue")]) == ["a blue square"]
-    assert time.monotonic() - t0 < 0.5 and fake.total == 2
+    cap = make(fake, backoff=0.01)
+    assert cap.caption([solid("blue")]) == ["a blue square"]
+    assert 0.01 <= sum(cap.test_clock.sleeps) <= 0.011 and fake.total == 2
 
     fake.reset_counts()
-    fake.inject("429", retry_after=None, retry_after_ms=300)
-    t0 = time.monotonic()
-    make(fake, backoff=0.01).caption([solid("green")])
-    assert time.monotonic() - t0 >= 0.3 and fake.total == 2
+    fake.inject("429", retry_after="120", retry_after_ms=300)  # Azure's ms header wins
+    cap = make(fake, backoff=0.01)
+    cap.caption([solid("green")])
+    assert 0.3 <= sum(cap.test_clock.sleeps) <= 0.33 and fake.total == 2
+
+    fake.reset_counts()
+    fake.inject("429", retry_after="100000")  # capped at max_backoff
+    cap = make(fake, max_backoff=2.0)
+    cap.caption([solid("gray")])
+    assert 2.0 <= sum(cap.test_clock.sleeps) <= 2.2 and fake.total == 2
+
+
+def test_long_429_wait_is_logged_as_a_warning(fake, caplog):
+    fake.inject("429", retry_after="30")
+    with caplog.at_level(logging.WARNING, logger="capshap.captioners.http"):
+        assert make(fake).caption([solid("red")]) == ["a red square"]
+    (rec,) = [r for r in caplog.records if "waiting" in r.getMessage()]
+    msg = rec.getMessage()
+    assert rec.levelno == logging.WARNING and "image 0" in msg and "Retry-After 30" in msg and "HTTP 429" in msg
+    assert float(msg.split("waiting ")[1].split(" s")[0]) >= 30.0
 
 
 def test_5xx_retried_then_succeeds(fake):
@@ -180,19 +216,18 @@ def test_retries_exhausted_names_image_and_status_others_survive(fake):
 
 def test_backoff_grows_exponentially(fake):
     fake.inject("500", times=3)
-    t0 = time.monotonic()
-    make(fake, backoff=0.1, max_retries=3).caption([solid("red")])
-    elapsed = time.monotonic() - t0
-    assert elapsed >= 0.1 + 0.2 + 0.4  # 0.1 * (1 + 2 + 4)
-    assert elapsed < 0.7 * 1.1 + 0.6
+    cap = make(fake, backoff=0.1, max_retries=3)
+    cap.caption([solid("red")])
+    waited = sum(cap.test_clock.sleeps)
+    assert 0.7 <= waited <= 0.7 * 1.1  # 0.1 * (1 + 2 + 4), times <= 10 % jitter
+    assert fake.total == 4
 
 
 def test_timeouts_are_retried(fake):
     fake.inject("slow", seconds=1.0)
-    t0 = time.monotonic()
-    assert make(fake, timeout=0.2).caption([solid("magenta")]) == ["a magenta square"]
-    assert time.monotonic() - t0 < 0.9  # did not wait for the slow answer
-    assert fake.total == 2
+    cap = make(fake, timeout=0.2)
+    assert cap.caption([solid("magenta")]) == ["a magenta square"]
+    assert fake.total == 2 and cap.requests_sent == 2
 
 
 def test_timeouts_exhausted(fake):
@@ -221,7 +256,9 @@ def test_network_error_retried_then_clear(fake):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
-    cap = AzureCaptioner(endpoint=f"http://127.0.0.1:{port}", key=KEY, proxies={}, backoff=0.01, max_retries=1)
+    clock = FakeClock()
+    cap = AzureCaptioner(endpoint=f"http://127.0.0.1:{port}", key=KEY, proxies={}, backoff=0.01, max_retries=1,
+                         sleep=clock.sleep, clock=clock)
     with pytest.raises(AzureError, match=r"image 0.*2 tries.*network error"):
         cap.caption([solid("red")])
     assert cap.requests_sent == 2
@@ -266,7 +303,7 @@ def test_400_gives_service_message_and_image(fake, api):
 
 
 def test_wrong_endpoint_path_404(fake):
-    cap = AzureCaptioner(endpoint=fake.endpoint + "/not-vision", key=KEY, proxies={}, max_concurrency=1)
+    cap = make(fake, endpoint=fake.endpoint + "/not-vision", max_concurrency=1)
     with pytest.raises(AzureRequestError, match="AZURE_VISION_ENDPOINT") as info:
         cap.caption(varied_images()[:3])
     assert info.value.status == 404 and cap.requests_sent == 1
@@ -407,3 +444,128 @@ def test_caption_cache_unit(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(NotADirectoryError, match="file"):
         CaptionCache(tmp_path / "file")
+
+
+def test_cache_is_keyed_on_endpoint_api_and_settings(fake, tmp_path):
+    """A cache filled against one server never answers for another (no poisoning)."""
+    im = solid("red")
+    shared = CaptionCache(tmp_path)
+    assert make(fake, cache=shared).caption([im]) == ["a red square"]
+    with FakeAzure(key=KEY) as other:  # another endpoint, same key, same image
+        cap = make(other, cache=shared)
+        assert cap.caption([im]) == ["a red square"] and other.total == 1 and cap.cache_hits == 0
+    namespaces = set()
+    for kw in ({}, {"language": "de"}, {"api": "v4"}, {"api": "v4", "gender_neutral": True},
+               {"image_format": "jpeg"}, {"image_format": "jpeg", "jpeg_quality": 80}):
+        namespaces.add(make(fake, **kw).namespace)
+    assert len(namespaces) == 6
+    assert all(fake.endpoint in ns for ns in namespaces)
+    assert fake.total == 1
+
+
+# ----------------------------------------------------------------------- hostile servers
+
+
+def test_trickling_server_is_cut_off_at_the_deadline(fake):
+    """One byte every 0.3 s: each read is quick, but the attempt as a whole runs out."""
+    fake.inject("trickle", times=None, seconds=0.3, size=200)
+    cap = make(fake, real_clock=True, timeout=0.5, max_retries=0)
+    with pytest.raises(AzureError, match=r"image 0.*1 tries.*no complete answer within timeout=0.5") as info:
+        cap.caption([solid("red")])
+    assert info.value.status is None
+    assert 0 < fake.bytes_sent < 100  # the 200+ byte answer was not waited for
+
+
+@pytest.mark.parametrize("declare", [True, False])
+def test_huge_answer_is_refused_at_the_cap(fake, declare):
+    fake.inject("huge", times=None, size=64 * 1024 * 1024, declare=declare)
+    cap = make(fake, max_response_bytes=100_000)
+    with pytest.raises(AzureError, match=r"image 0.*max_response_bytes=100000") as info:
+        cap.caption([solid("red")])
+    assert cap.requests_sent == 1  # not retried: a retry would get the same answer
+    assert info.value.status == 200
+    assert fake.bytes_sent < 16 * 1024 * 1024  # stopped reading long before the end
+
+
+def test_redirect_is_not_followed(fake):
+    fake.inject("redirect", location="http://elsewhere.invalid/steal")
+    cap = make(fake)
+    with pytest.raises(AzureError, match=r"HTTP 307.*elsewhere.invalid.*not followed") as info:
+        cap.caption([solid("red")])
+    assert info.value.status == 307 and cap.requests_sent == 1
+
+
+def test_key_echoed_by_the_server_is_scrubbed(fake, caplog):
+    caplog.set_level(logging.DEBUG)
+    fake.inject("echo", times=None)
+    (err,) = make(fake).caption_each([solid("red")])
+    assert isinstance(err, AzureRequestError) and err.status == 400
+    assert "bad request for key ***" in str(err) and KEY not in str(err)
+    assert KEY not in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["abc\ndef", "abc\rdef", "abc\x00def", "ab\u202ecd", "clé-secrète"])
+def test_key_with_control_characters_is_refused_without_showing_it(fake, bad, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret_part = bad.replace("\n", "").replace("\r", "")
+    with pytest.raises(ValueError, match=r"Azure AI Vision key \(from key=\) contains .* at position") as info:
+        make(fake, key=bad)
+    errors = [info.value]
+    if "\x00" not in bad:  # the environment cannot hold a NUL
+        monkeypatch.setenv("AZURE_VISION_KEY", bad)
+        with pytest.raises(ValueError, match=r"from AZURE_VISION_KEY") as info2:
+            AzureCaptioner(endpoint=fake.endpoint)
+        errors.append(info2.value)
+    for e in errors:
+        text = str(e) + repr(e)
+        assert bad not in text and "abc" not in text and "def" not in text and "cl" not in text
+        assert secret_part not in text
+    assert fake.total == 0 and "abc" not in caplog.text
+
+
+def test_key_with_a_trailing_newline_is_accepted(fake):
+    assert make(fake, key=KEY + "\n").caption([solid("red")]) == ["a red square"]
+    assert fake.headers_seen[-1]["ocp-apim-subscription-key"] == KEY
+
+
+def test_plain_http_with_a_key_warns_once_per_captioner(fake, caplog):
+    with caplog.at_level(logging.WARNING, logger="capshap.captioners.http"):
+        cap = make(fake)
+        cap.caption([solid("red"), solid("blue")])
+        cap.caption([solid("green")])
+    warnings = [r for r in caplog.records if "plain http://" in r.getMessage()]
+    assert len(warnings) == 1 and "127.0.0.1" in warnings[0].getMessage()
+    assert KEY not in caplog.text
+
+
+def test_captioner_declares_its_input_limits(fake):
+    from capshap.interfaces import ImageLimits
+
+    v3, v4 = make(fake).limits, make(fake, api="v4").limits
+    assert isinstance(v3, ImageLimits) and (v3.min_side, v3.max_side) == (50, 16000)
+    assert v3.max_bytes == 4 * 1024 * 1024 - 1 and v4.max_bytes == 20 * 1024 * 1024
+    assert v3.check((49, 80, 3), "Azure") is not None and v3.check((50, 80, 3), "Azure") is None
+
+
+def test_captioner_with_a_key_cannot_be_pickled(fake):
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(make(fake))
+
+
+def test_registry_passes_the_http_options(fake, monkeypatch):
+    from capshap.captioners import build_captioner
+    from capshap.registry import SpecError
+
+    monkeypatch.setenv("AZURE_VISION_ENDPOINT", fake.endpoint)
+    monkeypatch.setenv("AZURE_VISION_KEY", KEY)
+    cap = build_captioner("azure-v4", {"timeout": 5, "max_response_bytes": 2000, "max_backoff": 10, "backoff": 0.2,
+                                       "max_concurrency": 2, "jpeg_quality": 80})
+    c = cap._client
+    assert (c.timeout, c.max_response_bytes, c.max_backoff, c.backoff, c.max_concurrency) == (5.0, 2000, 10.0, 0.2, 2)
+    assert cap.jpeg_quality == 80 and cap.spec == "azure-v4"
+    with pytest.raises(SpecError, match="timeout"):
+        build_captioner("azure", {"timeout": 0})
+    monkeypatch.setenv("AZURE_VISION_KEY", "abc\ndef")
+    with pytest.raises(SpecError, match="control character") as info:
+        build_captioner("azure")
+    assert "abc" not in str(info.value)
