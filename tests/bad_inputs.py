@@ -345,7 +345,22 @@ def _replace_member(npz: Path, member: str, payload: bytes) -> None:
 
 
 def _del(key: str) -> Callable[[dict], None]:
-    return lambda m: m.pop(key, None)
+    def f(m: dict) -> None:
+        m.pop(key, None)
+
+    return f
+
+
+def _settings(key: str, value: object) -> Callable[[dict], None]:
+    """Store valid settings with one entry changed."""
+
+    def f(m: dict) -> None:
+        from capshap.settings import Settings
+
+        m["settings"] = Settings().to_dict()
+        m["settings"][key] = value
+
+    return f
 
 
 def _set(key: str, value: object) -> Callable[[dict], None]:
@@ -390,8 +405,8 @@ EXPLANATION_CASES: dict[str, Damage] = {
     "params is a list": lambda n, j: _rewrite_json(j, _set("params", [1, 2])),
     "params is a string": lambda n, j: _rewrite_json(j, _set("params", "max_evals=5")),
     "settings is a string": lambda n, j: _rewrite_json(j, _set("settings", "fast")),
-    "settings has an unknown key": lambda n, j: _rewrite_json(j, lambda m: m["settings"].__setitem__("bogus", 1)),
-    "settings has a bad value": lambda n, j: _rewrite_json(j, lambda m: m["settings"].__setitem__("max_evals", "many")),
+    "settings has an unknown key": lambda n, j: _rewrite_json(j, _settings("bogus", 1)),
+    "settings has a bad value": lambda n, j: _rewrite_json(j, _settings("max_evals", "many")),
     "captions is a string": lambda n, j: _rewrite_json(j, _set("captions", "a bird")),
     "timings is a list": lambda n, j: _rewrite_json(j, _set("timings", [1.0])),
     "name is a list": lambda n, j: _rewrite_json(j, _set("name", ["x"])),
