@@ -18,6 +18,13 @@ Accepted files: JPEG (.jpg, .jpeg, .jfif), PNG, GIF (first frame), BMP, WebP and
 (first page). Bad input raises :class:`ImageError`, a :class:`ValueError` whose message
 starts with the file name and says what is wrong.
 
+Untrusted files cannot exhaust memory or hang a run: only regular files are read (FIFOs,
+devices such as ``/dev/zero``, sockets and link loops are refused from ``os.stat``, without
+opening them), at most ``max_bytes`` (512 MiB) are read, and the pixel count is read from
+the image header and checked against ``max_pixels`` (50 M) before anything is decoded.
+PIL's warnings (corrupt EXIF data, ...) are logged with the file's name. None of this
+changes PIL's process-wide settings (``PIL.Image.MAX_IMAGE_PIXELS`` is left alone).
+
 Colour handling in short: grey and palette images become RGB; transparency (RGBA, LA,
 palette or grey with a transparent colour) is composited onto a *white* background;
 16-bit images are scaled to 8 bits (``round(v / 257)``); float images with all values in
