@@ -280,3 +280,30 @@ def test_memory_error_on_one_image_loses_no_other(tmp_path, monkeypatch):
     recs = list(iter_images(tmp_path))
     assert [r.ok for r in recs] == [True, False, True]
     assert "out of memory" in str(recs[1].error)
+
+
+# ------------------------------------------------------------ other image readers
+
+
+@pytest.mark.parametrize("case", ["FIFO named .jpg", "symlink to /dev/zero", "13000x13000 PNG bomb",
+                                  "JPEG header claims 65000x65000", "text named .jpg", "symlink loop (self)"])
+def test_label_maps_are_read_as_safely_as_images(case, corpus_dir):
+    from capshap.regions.user import read_label_map
+
+    p = B.make_image(case, corpus_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=f"^{p}: cannot read it as a label map"):
+            read_label_map(p)
+
+
+def test_label_map_keeps_palette_indices(tmp_path):
+    from capshap.regions.user import read_label_map
+
+    lab = np.arange(12 * 10, dtype=np.uint8).reshape(10, 12) % 7
+    im = Image.fromarray(lab, "P")
+    im.putpalette([(i * 37) % 256 for i in range(768)])
+    im.save(tmp_path / "lab.png")
+    np.testing.assert_array_equal(read_label_map(tmp_path / "lab.png"), lab)
+    with pytest.raises(FileNotFoundError):
+        read_label_map(tmp_path / "missing.png")

@@ -61,6 +61,7 @@ __all__ = [
     "ImageError",
     "LoadedImage",
     "load_image",
+    "open_image_file",
     "fit",
     "to_rgb_uint8",
     "iter_images",
@@ -344,7 +345,7 @@ def _printable(text: str) -> str:
     return printable(text, 300)
 
 
-def _decode(data: bytes, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def _decode(data: bytes, label: str, max_pixels: int = DEFAULT_MAX_PIXELS, any_format: bool = False) -> Image.Image:
     """Encoded bytes -> loaded PIL image (first frame/page), or ImageError.
 
     The image's size is read from its header and checked against ``max_pixels`` before
@@ -353,7 +354,7 @@ def _decode(data: bytes, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Im
     if len(data) == 0:
         raise ImageError(label, "file is empty")
     try:
-        im = Image.open(io.BytesIO(data), formats=list(_PIL_FORMATS))
+        im = Image.open(io.BytesIO(data), formats=None if any_format else list(_PIL_FORMATS))
     except UnidentifiedImageError:
         raise ImageError(label, "not a readable image (cannot identify image file)") from None
     except Image.DecompressionBombError as exc:
@@ -440,14 +441,14 @@ def _bytes_error(label: str, what: str, max_bytes: int) -> ImageError:
     )
 
 
-def _read_path(path: Path, label: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+def _read_path(path: Path, label: str, max_bytes: int = DEFAULT_MAX_BYTES, check_ext: bool = True) -> bytes:
     """Read an image file: regular files only (never FIFOs, devices or sockets, which
     could block or never end), at most ``max_bytes``."""
     st = _stat(path, label)
     if stat.S_ISDIR(st.st_mode):
         raise ImageError(label, "is a folder, not an image file; use iter_images() to load a folder")
     ext = path.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
+    if check_ext and ext not in IMAGE_EXTENSIONS:
         raise ImageError(label, _unsupported_reason(path))
     _check_regular(st, label, max_bytes)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
@@ -607,6 +608,28 @@ def load_image(
     max_s, min_s = _check_options(max_side, min_side)
     limits = _Limits.check(max_pixels, max_bytes)
     return _load(src, max_s, min_s, name, limits)[0]
+
+
+def open_image_file(
+    path: PathLike,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    name: str | None = None,
+) -> Image.Image:
+    """Read and decode one image file as a loaded PIL image in its own mode (palette, 16-bit
+    ...), with the safety of :func:`load_image`: regular files only, at most ``max_bytes``
+    read, the pixel count checked from the header against ``max_pixels`` before decoding,
+    PIL's warnings logged. For callers that need the stored values, such as label maps;
+    any format PIL knows is accepted, whatever the extension. The caller closes the image.
+
+    Raises :class:`ImageError` naming the file.
+    """
+    limits = _Limits.check(max_pixels, max_bytes)
+    label = name or os.fspath(path)
+    data = _read_path(Path(os.fspath(path)).expanduser(), label, limits.bytes, check_ext=False)
+    with _pil_warnings(label):
+        return _decode(data, label, limits.pixels, any_format=True)
 
 
 # -------------------------------------------------------------------------- resizing
