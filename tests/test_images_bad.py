@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
