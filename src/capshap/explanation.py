@@ -185,48 +185,68 @@ class Explanation:
         return npz, js
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Explanation":
-        """Read an explanation written by :meth:`save` (give either file, or the stem)."""
+    def load(cls, path: str | os.PathLike, *, max_bytes: int | None = None) -> "Explanation":
+        """Read an explanation written by :meth:`save` (give either file, or the stem).
+
+        Both files are checked before anything is built from them (see
+        :mod:`capshap.savedfile`): field types, the arrays' shapes against each other and
+        the JSON (read from the .npy headers, before any data, so a small file claiming a
+        huge array allocates nothing), real finite numbers only, no pickle. ``max_bytes``
+        caps the arrays' total size (default :data:`capshap.savedfile.DEFAULT_MAX_BYTES`,
+        2 GiB).
+
+        Raises
+        ------
+        FileNotFoundError
+            One of the two files is missing.
+        ValueError
+            A damaged or inconsistent file: ``"FILE: field 'X': what is wrong"``.
+        """
+        from capshap import savedfile
+
         npz, js = cls._paths(path)
-        for p in (npz, js):
-            if not p.exists():
-                raise FileNotFoundError(f"{p}: no such file; an explanation is saved as NAME.npz + NAME.json")
-        meta = json.loads(js.read_text(encoding="utf-8"))
-        if meta.get("format") != "capshap.explanation":
-            raise ValueError(f"{js}: not a capshap explanation (format={meta.get('format')!r})")
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        meta, arrays = savedfile.read(npz, js, FORMAT_VERSION, savedfile.DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes))
         ends = np.cumsum(arrays["coalition_lengths"])
         starts = ends - arrays["coalition_lengths"]
         flat = arrays["coalition_nodes"]
-        coalitions = [tuple(int(n) for n in flat[s:e]) for s, e in zip(starts, ends)]
+        coalitions = [tuple(int(n) for n in flat[s:e]) for s, e in zip(starts.tolist(), ends.tolist())]
         tree = None
         tmeta = meta.get("tree")
-        if tmeta is not None and "tree_linkage" in arrays:
-            tree = Tree.from_arrays(arrays, kind=tmeta["kind"], params=tmeta.get("params"))
-        elif tmeta is not None and tmeta.get("rebuild") == "axis":
-            from capshap.regions.tree import axis_aligned
+        try:
+            if tmeta is not None and "tree_linkage" in arrays:
+                tree = Tree.from_arrays(arrays, kind=tmeta["kind"], params=tmeta.get("params"))
+            elif tmeta is not None and tmeta.get("rebuild") == "axis":
+                from capshap.regions.tree import axis_aligned
 
-            shape = [int(v) for v in tmeta["shape"]]
-            tree = axis_aligned(shape[0], shape[1], channels=len(shape) == 3, c=shape[2] if len(shape) == 3 else 3)
+                shape = [int(v) for v in tmeta["shape"]]  # checked against the values' grid
+                tree = axis_aligned(shape[0], shape[1], channels=len(shape) == 3, c=shape[2] if len(shape) == 3 else 3)
+        except ValueError as e:
+            raise ValueError(f"{npz}: field 'tree': {e}") from None
+        try:
+            settings = _load_settings(meta)
+            if settings is not None:
+                savedfile.check_settings_types(settings)
+        except (ValueError, TypeError) as e:
+            field_name = "settings" if meta.get("settings") is not None else "params"
+            raise ValueError(f"{js}: field '{field_name}': {e}") from None
         return cls(
             values=arrays["values"],
-            base_values=arrays["base_values"],
-            outputs=arrays["outputs"],
+            base_values=np.asarray(arrays["base_values"], np.float64),
+            outputs=np.asarray(arrays["outputs"], np.float64),
             tokens=list(meta["tokens"]),
             caption=meta["caption"],
             image=arrays["image"],
-            params=meta.get("params", {}),
-            settings=_load_settings(meta),
+            params=meta.get("params") or {},
+            settings=settings,
             nodes=arrays["nodes"],
             node_values=arrays["node_values"],
             coalitions=coalitions,
             scores=arrays["scores"],
             captions=meta.get("captions"),
             tree=tree,
-            name=meta.get("name", npz.stem),
-            timings=meta.get("timings", {}),
-            info=meta.get("info", {}),
+            name=meta.get("name") or npz.stem,
+            timings=meta.get("timings") or {},
+            info=meta.get("info") or {},
         )
 
     # -- shap interop -------------------------------------------------------------------

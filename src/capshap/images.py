@@ -18,6 +18,13 @@ Accepted files: JPEG (.jpg, .jpeg, .jfif), PNG, GIF (first frame), BMP, WebP and
 (first page). Bad input raises :class:`ImageError`, a :class:`ValueError` whose message
 starts with the file name and says what is wrong.
 
+Untrusted files cannot exhaust memory or hang a run: only regular files are read (FIFOs,
+devices such as ``/dev/zero``, sockets and link loops are refused from ``os.stat``, without
+opening them), at most ``max_bytes`` (512 MiB) are read, and the pixel count is read from
+the image header and checked against ``max_pixels`` (50 M) before anything is decoded.
+PIL's warnings (corrupt EXIF data, ...) are logged with the file's name. None of this
+changes PIL's process-wide settings (``PIL.Image.MAX_IMAGE_PIXELS`` is left alone).
+
 Colour handling in short: grey and palette images become RGB; transparency (RGBA, LA,
 palette or grey with a transparent colour) is composited onto a *white* background;
 16-bit images are scaled to 8 bits (``round(v / 257)``); float images with all values in
@@ -27,11 +34,15 @@ profiles are ignored (pixel values are taken as sRGB).
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import re
+import stat
+import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path, PurePath
@@ -45,9 +56,12 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DEFAULT_MAX_SIDE",
     "DEFAULT_MIN_SIDE",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_BYTES",
     "ImageError",
     "LoadedImage",
     "load_image",
+    "open_image_file",
     "fit",
     "image_names",
     "to_rgb_uint8",
@@ -76,6 +90,14 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 DEFAULT_MAX_SIDE = 500
 #: Default minimum width and height, in pixels, of an image.
 DEFAULT_MIN_SIDE = 8
+#: Default largest image, in pixels (width x height), that is decoded. The size is read
+#: from the file's header and checked before any pixel is decoded, so a tiny file that
+#: claims a huge image (a decompression bomb) costs nothing. 50 M pixels is a 8660x5773
+#: photo; decoded it takes 150 MB as RGB, more during colour conversion.
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Default largest file, in bytes, that is read (512 MiB). Larger files are refused before
+#: reading; no more than this is ever read from a file or stream.
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 # PIL decoders tried on file contents: the formats of IMAGE_EXTENSIONS, nothing else.
 # (Multi-picture JPEGs from cameras, MPO, open through the JPEG decoder.)
@@ -162,6 +184,24 @@ def _check_options(max_side: Any, min_side: Any) -> tuple[int | None, int]:
             "rejected; raise max_side or lower min_side"
         )
     return max_s, min_s
+
+
+def _check_limit(value: Any, option: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < minimum:
+        raise ValueError(f"{option} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What one load may cost: ``pixels`` (width x height) and ``bytes`` read."""
+
+    pixels: int = DEFAULT_MAX_PIXELS
+    bytes: int = DEFAULT_MAX_BYTES
+
+    @classmethod
+    def check(cls, max_pixels: Any, max_bytes: Any) -> "_Limits":
+        return cls(_check_limit(max_pixels, "max_pixels", 64), _check_limit(max_bytes, "max_bytes", 1))
 
 
 # ----------------------------------------------------------------------- conversions
@@ -273,20 +313,81 @@ def _orient(im: Image.Image, label: str) -> Image.Image:
     return out if out is not None else im
 
 
-def _decode(data: bytes, label: str) -> Image.Image:
-    """Encoded bytes -> loaded PIL image (first frame/page), or ImageError."""
+def _pixels_error(label: str, w: int, h: int, max_pixels: int) -> ImageError:
+    return ImageError(
+        label,
+        f"image is {w}x{h} px (width x height), {w * h:,} pixels, more than the limit of "
+        f"{max_pixels:,} (max_pixels); shrink the image first, or raise the limit "
+        "(max_pixels=, --max-pixels) if you trust the file and have the memory",
+    )
+
+
+@contextmanager
+def _pil_warnings(label: str) -> Iterator[None]:
+    """Catch the warnings PIL raises while decoding (corrupt EXIF, truncated TIFF tags,
+    decompression bombs ...) and log them with the file's name instead of letting them
+    reach the terminal raw.
+
+    Note: ``warnings.catch_warnings`` swaps the process-wide warning filters for the
+    duration (Python offers nothing narrower before 3.14); it is only entered around
+    PIL calls and restores the filters on exit.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        level = logging.DEBUG if issubclass(w.category, Image.DecompressionBombWarning) else logging.WARNING
+        logger.log(level, "%s: %s: %s", _printable(label), w.category.__name__, _printable(str(w.message)))
+
+
+def _printable(text: str) -> str:
+    from capshap.text import printable
+
+    return printable(text, 300)
+
+
+def _decode(data: bytes, label: str, max_pixels: int = DEFAULT_MAX_PIXELS, any_format: bool = False) -> Image.Image:
+    """Encoded bytes -> loaded PIL image (first frame/page), or ImageError.
+
+    The image's size is read from its header and checked against ``max_pixels`` before
+    any pixel is decoded. Call inside :func:`_pil_warnings`.
+    """
     if len(data) == 0:
         raise ImageError(label, "file is empty")
     try:
-        im = Image.open(io.BytesIO(data), formats=list(_PIL_FORMATS))
-        im.load()
+        im = Image.open(io.BytesIO(data), formats=None if any_format else list(_PIL_FORMATS))
     except UnidentifiedImageError:
         raise ImageError(label, "not a readable image (cannot identify image file)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(label, f"image is too large to decode safely ({exc})") from exc
+        # PIL's own process-wide limit (2 x Image.MAX_IMAGE_PIXELS) fired before ours could
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        claimed = f"{int(m.group(1)):,} pixels" if m else "more pixels than PIL allows"
+        raise ImageError(
+            label,
+            f"image header claims {claimed}, more than the limit of {max_pixels:,} (max_pixels) "
+            "or PIL's own limit (PIL.Image.MAX_IMAGE_PIXELS); not decoded (a decompression "
+            "bomb or a damaged file)",
+        ) from None
     except MemoryError:
         raise
+    except Exception as exc:  # PIL raises many types on corrupt headers
+        raise ImageError(label, f"not a readable image ({exc or type(exc).__name__})") from exc
+    try:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise _pixels_error(label, w, h, max_pixels)
+        im.load()
+    except ImageError:
+        im.close()
+        raise
+    except Image.DecompressionBombError as exc:
+        im.close()
+        raise ImageError(label, f"image is too large to decode safely ({exc})") from None
+    except MemoryError:
+        im.close()
+        raise
     except Exception as exc:  # PIL raises many types on corrupt data
+        im.close()
         raise ImageError(label, f"not a readable image ({exc or type(exc).__name__})") from exc
     return im
 
@@ -299,18 +400,73 @@ def _size_error(label: str, w: int, h: int, min_side: int) -> ImageError:
     )
 
 
-def _read_path(path: Path, label: str) -> bytes:
-    if not path.exists():
-        raise ImageError(label, "no such file or directory")
-    if path.is_dir():
+def _file_kind(mode: int) -> str:
+    for test, what in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _stat(path: Path, label: str) -> os.stat_result:
+    """``os.stat`` (following links) with an ImageError that says what is wrong."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError(label, "symbolic link loop (the link leads back to itself); fix or remove the link") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            if os.path.islink(path):
+                target = os.readlink(path)
+                raise ImageError(label, f"broken symbolic link (its target {target!r} does not exist)") from None
+            raise ImageError(label, "no such file or directory") from None
+        raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from None
+
+
+def _check_regular(st: os.stat_result, label: str, max_bytes: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(label, f"is {_file_kind(st.st_mode)}, not an image file; only regular files are read")
+    if st.st_size > max_bytes:
+        raise _bytes_error(label, f"file is {st.st_size:,} bytes", max_bytes)
+
+
+def _bytes_error(label: str, what: str, max_bytes: int) -> ImageError:
+    return ImageError(
+        label,
+        f"{what}, more than the limit of {max_bytes:,} bytes ({max_bytes / 2**20:.0f} MiB, "
+        "max_bytes); no image file needs that much, so it is not read",
+    )
+
+
+def _read_path(path: Path, label: str, max_bytes: int = DEFAULT_MAX_BYTES, check_ext: bool = True) -> bytes:
+    """Read an image file: regular files only (never FIFOs, devices or sockets, which
+    could block or never end), at most ``max_bytes``."""
+    st = _stat(path, label)
+    if stat.S_ISDIR(st.st_mode):
         raise ImageError(label, "is a folder, not an image file; use iter_images() to load a folder")
     ext = path.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
+    if check_ext and ext not in IMAGE_EXTENSIONS:
         raise ImageError(label, _unsupported_reason(path))
+    _check_regular(st, label, max_bytes)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
     try:
-        return path.read_bytes()
+        fd = os.open(path, flags)
     except OSError as exc:
-        raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from exc
+        raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from None
+    with open(fd, "rb", closefd=True) as f:
+        # the file may have been swapped between stat and open: check what was opened
+        _check_regular(os.fstat(f.fileno()), label, max_bytes)
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise _bytes_error(label, "file grew while being read", max_bytes)
+    return data
 
 
 def _unsupported_reason(path: PurePath) -> str:
@@ -321,46 +477,61 @@ def _unsupported_reason(path: PurePath) -> str:
 
 
 def _load(
-    src: ImageSource, max_side: int | None, min_side: int, name: str | None
+    src: ImageSource,
+    max_side: int | None,
+    min_side: int,
+    name: str | None,
+    limits: _Limits = _Limits(),
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Load any source -> ((H, W, 3) uint8 fitted, (height, width) before fitting)."""
     if isinstance(src, np.ndarray):
         label = name or "<array>"
+        if src.ndim >= 2 and src.shape[0] * src.shape[1] > limits.pixels:
+            raise _pixels_error(label, src.shape[1], src.shape[0], limits.pixels)
         arr = to_rgb_uint8(src, name=label)
         if np.shares_memory(arr, src):
             arr = arr.copy()  # never hand back (or later modify) the caller's buffer
     elif isinstance(src, Image.Image):
         label = name or str(getattr(src, "filename", "") or "<PIL image>")
-        arr = _pil_to_array(_orient(src, label), label)
+        w, h = src.size
+        if w * h > limits.pixels:
+            raise _pixels_error(label, w, h, limits.pixels)
+        with _pil_warnings(label):
+            arr = _pil_to_array(_orient(src, label), label)
     else:
         if isinstance(src, (str, os.PathLike)):
             label = name or os.fspath(src)
-            data = _read_path(Path(os.fspath(src)).expanduser(), label)
+            data = _read_path(Path(os.fspath(src)).expanduser(), label, limits.bytes)
         elif isinstance(src, (bytes, bytearray, memoryview)):
             label = name or "<bytes>"
+            if len(src) > limits.bytes:
+                raise _bytes_error(label, f"data is {len(src):,} bytes", limits.bytes)
             data = bytes(src)
         elif callable(getattr(src, "read", None)):
             label = name or str(getattr(src, "name", "") or "<stream>")
-            data = src.read()
+            data = src.read(limits.bytes + 1)
             if not isinstance(data, (bytes, bytearray)):
                 raise TypeError(f"{label}: stream must be opened in binary mode ('rb'), read() returned {type(data).__name__}")
+            if len(data) > limits.bytes:
+                raise _bytes_error(label, "stream holds more", limits.bytes)
             data = bytes(data)
         else:
             raise TypeError(
                 "image source must be a path (str or pathlib.Path), bytes, a binary file "
                 f"object, a PIL image or a numpy array, got {type(src).__name__}"
             )
-        im = _decode(data, label)
-        try:
-            arr = _pil_to_array(_orient(im, label), label)
-        except ImageError:
-            raise
-        except MemoryError:
-            raise
-        except Exception as exc:
-            raise ImageError(label, f"not a readable image ({exc or type(exc).__name__})") from exc
-        finally:
-            im.close()
+        with _pil_warnings(label):
+            im = _decode(data, label, limits.pixels)
+            try:
+                arr = _pil_to_array(_orient(im, label), label)
+            except ImageError:
+                raise
+            except MemoryError:
+                raise
+            except Exception as exc:
+                raise ImageError(label, f"not a readable image ({exc or type(exc).__name__})") from exc
+            finally:
+                im.close()
     h, w = arr.shape[:2]
     if min(h, w) < min_side:
         raise _size_error(label, w, h, min_side)
@@ -382,6 +553,8 @@ def load_image(
     min_side: int = DEFAULT_MIN_SIDE,
     *,
     name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
     """Load one image as a uint8 RGB array of shape (H, W, 3).
 
@@ -402,6 +575,21 @@ def load_image(
     name
         Label for error messages; default: the path as given, or ``"<bytes>"``,
         ``"<array>"``, ``"<PIL image>"``, ``"<stream>"``.
+    max_pixels
+        Largest image accepted, in pixels (width x height, before fitting); checked from
+        the file's header before decoding, so decompression bombs cost nothing. Default
+        :data:`DEFAULT_MAX_PIXELS` (50 M). PIL's own process-wide limit
+        (``PIL.Image.MAX_IMAGE_PIXELS``, about 179 M pixels for an error) still applies
+        above this; capshap never changes it.
+    max_bytes
+        Largest file, byte string or stream accepted, in bytes (default
+        :data:`DEFAULT_MAX_BYTES`, 512 MiB); never more is read.
+
+    Only regular files are read: a path that is (or links to) a FIFO, a device such as
+    ``/dev/zero``, a socket, a folder, a broken link or a link loop is refused from its
+    ``os.stat`` without being opened for reading. Warnings PIL raises while decoding
+    (corrupt EXIF data, ...) are logged (logger ``capshap.images``) with the file's name,
+    not printed.
 
     Returns
     -------
@@ -411,13 +599,38 @@ def load_image(
     Raises
     ------
     ImageError
-        Missing path, folder, unsupported extension, empty file, undecodable content,
+        Missing path, folder, link loop, not a regular file, unsupported extension, empty
+        file, file over ``max_bytes``, image over ``max_pixels``, undecodable content,
         unusable array, or an image smaller than ``min_side``. The message names the file.
     ValueError, TypeError
-        Invalid ``max_side``/``min_side`` or an unsupported kind of ``src``.
+        Invalid ``max_side``/``min_side``/``max_pixels``/``max_bytes`` or an unsupported
+        kind of ``src``.
     """
     max_s, min_s = _check_options(max_side, min_side)
-    return _load(src, max_s, min_s, name)[0]
+    limits = _Limits.check(max_pixels, max_bytes)
+    return _load(src, max_s, min_s, name, limits)[0]
+
+
+def open_image_file(
+    path: PathLike,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    name: str | None = None,
+) -> Image.Image:
+    """Read and decode one image file as a loaded PIL image in its own mode (palette, 16-bit
+    ...), with the safety of :func:`load_image`: regular files only, at most ``max_bytes``
+    read, the pixel count checked from the header against ``max_pixels`` before decoding,
+    PIL's warnings logged. For callers that need the stored values, such as label maps;
+    any format PIL knows is accepted, whatever the extension. The caller closes the image.
+
+    Raises :class:`ImageError` naming the file.
+    """
+    limits = _Limits.check(max_pixels, max_bytes)
+    label = name or os.fspath(path)
+    data = _read_path(Path(os.fspath(path)).expanduser(), label, limits.bytes, check_ext=False)
+    with _pil_warnings(label):
+        return _decode(data, label, limits.pixels, any_format=True)
 
 
 # -------------------------------------------------------------------------- resizing
@@ -482,21 +695,41 @@ def image_names(paths: PathLike | Iterable[PathLike], recursive: bool = False) -
 
 
 def _scan_folder(folder: Path, recursive: bool) -> list[PurePath]:
-    """Relative paths of the non-hidden files in ``folder``, in natural sorted order."""
+    """Relative paths of the non-hidden files in ``folder``, in natural sorted order.
+
+    Links are not followed into folders (so folder link loops cannot recurse); entries
+    whose type cannot be read (a link loop, a vanished file) are kept as files, for the
+    loader to report. Subfolders that cannot be read are logged and skipped; an
+    unreadable ``folder`` itself raises :class:`ImageError`.
+    """
     found: list[PurePath] = []
     if recursive:
-        for root, dirs, files in os.walk(folder, followlinks=False):
+        def skipped(exc: OSError) -> None:
+            where = exc.filename if exc.filename is not None else folder
+            if os.path.normpath(str(where)) == os.path.normpath(str(folder)):
+                raise ImageError(str(folder), f"cannot read folder ({exc.strerror or exc})")
+            logger.warning("Skipping folder %s: cannot read it (%s)", _printable(str(where)), exc.strerror or exc)
+
+        for root, dirs, files in os.walk(folder, followlinks=False, onerror=skipped):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             rel_root = PurePath(os.path.relpath(root, folder))
             for f in files:
                 if not f.startswith("."):
                     found.append(rel_root / f if rel_root != PurePath(".") else PurePath(f))
     else:
-        for entry in os.scandir(folder):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise ImageError(str(folder), f"cannot read folder ({exc.strerror or exc})") from None
+        for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
-                logger.info("Skipping folder %s (pass recursive=True to scan subfolders)", entry.path)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link loop: keep it, the loader says what is wrong
+                is_dir = False
+            if is_dir:
+                logger.info("Skipping folder %s (pass recursive=True to scan subfolders)", _printable(entry.path))
                 continue
             found.append(PurePath(entry.name))
     found.sort(key=_natural_key)
@@ -509,6 +742,8 @@ def iter_images(
     recursive: bool = False,
     *,
     min_side: int = DEFAULT_MIN_SIDE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Iterator[LoadedImage]:
     """Load every image in some files and folders, one :class:`LoadedImage` at a time.
 
@@ -519,8 +754,9 @@ def iter_images(
         inside a folder, files come in natural sorted order of their relative paths
         (case-insensitive, digit runs as numbers: ``img2.jpg`` before ``img10.jpg``), so
         the order is the same on every run and platform. A file reached twice is yielded once.
-    max_side, min_side
-        As in :func:`load_image`.
+    max_side, min_side, max_pixels, max_bytes
+        As in :func:`load_image`: every file is checked against them (regular files only,
+        at most ``max_bytes`` read, at most ``max_pixels`` decoded).
     recursive
         Also scan subfolders (hidden ones excluded).
 
@@ -540,8 +776,13 @@ def iter_images(
     ------
     ImageError
         At call time, before anything is loaded, when a given path does not exist.
+
+    A folder (or a file in it) that cannot be read, link loops and links to devices are
+    reported (a logged warning, and an error record for image files), never raised
+    midway, so one bad entry never loses the others.
     """
     max_s, min_s = _check_options(max_side, min_side)
+    limits = _Limits.check(max_pixels, max_bytes)
     if isinstance(paths, (str, os.PathLike)):
         items = [paths]
     else:
@@ -552,56 +793,66 @@ def iter_images(
             raise TypeError(f"iter_images() paths must be str or pathlib.Path, got {type(p).__name__}")
         label = os.fspath(p)
         path = Path(label).expanduser()
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise ImageError(label, "no such file or directory")
         given.append((label, path))
-    return _iter(given, max_s, min_s, recursive)
+    return _iter(given, max_s, min_s, recursive, limits)
 
 
 def _iter(
-    given: list[tuple[str, Path]], max_side: int | None, min_side: int, recursive: bool
+    given: list[tuple[str, Path]], max_side: int | None, min_side: int, recursive: bool, limits: _Limits
 ) -> Iterator[LoadedImage]:
     seen: set[str] = set()
 
     def once(path: Path) -> bool:
-        key = os.path.normcase(os.path.realpath(path))
+        # broken links and link loops have no real path: key them by their own
+        key = os.path.normcase(os.path.realpath(path) if os.path.exists(path) else os.path.abspath(path))
         if key in seen:
-            logger.debug("Skipping %s: already loaded", path)
+            logger.debug("Skipping %s: already loaded", _printable(str(path)))
             return False
         seen.add(key)
         return True
 
     for label, path in given:
         if path.is_dir():
-            rels = _scan_folder(path, recursive)
+            try:
+                rels = _scan_folder(path, recursive)
+            except ImageError as err:
+                logger.debug("Skipping %s", _printable(str(err)))  # an error record: the caller reports it
+                yield LoadedImage(name=path.name or label, path=path, error=err)
+                continue
             n_images = 0
             for rel in rels:
                 file = path / rel
                 if not is_image_path(rel):
-                    logger.warning("skipped %s: not an image file", file)
+                    logger.warning("skipped %s: not an image file", _printable(str(file)))
                     continue
                 n_images += 1
                 if once(file):
-                    yield _load_record(rel.as_posix(), file, max_side, min_side)
+                    yield _load_record(rel.as_posix(), file, max_side, min_side, limits)
             if n_images == 0:
                 logger.warning("No image files found in %s", label)
         else:
             if not is_image_path(path):
                 err = ImageError(label, _unsupported_reason(path))
-                logger.debug("Skipping %s", err)  # yielded as an error record: the caller reports it
+                logger.debug("Skipping %s", _printable(str(err)))  # an error record: the caller reports it
                 yield LoadedImage(name=path.name, path=path, error=err)
                 continue
             if once(path):
-                yield _load_record(path.name, path, max_side, min_side, label)
+                yield _load_record(path.name, path, max_side, min_side, limits, label)
 
 
 def _load_record(
-    name: str, path: Path, max_side: int | None, min_side: int, label: str | None = None
+    name: str, path: Path, max_side: int | None, min_side: int, limits: _Limits, label: str | None = None
 ) -> LoadedImage:
     try:
-        arr, size = _load(path, max_side, min_side, label or str(path))
+        arr, size = _load(path, max_side, min_side, label or str(path), limits)
     except ImageError as err:
-        logger.debug("Could not load %s", err)  # yielded as an error record: the caller reports it
+        logger.debug("Could not load %s", _printable(str(err)))  # an error record: the caller reports it
+        return LoadedImage(name=name, path=path, error=err)
+    except MemoryError:  # one image must not lose the others
+        err = ImageError(label or str(path), "ran out of memory while loading it; lower max_pixels or max_side")
+        logger.debug("Could not load %s", _printable(str(err)))
         return LoadedImage(name=name, path=path, error=err)
     return LoadedImage(name=name, path=path, array=arr, original_size=size)
 

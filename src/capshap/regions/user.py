@@ -51,12 +51,11 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
     palette indices); colour images give (H, W, 3) colour codes, one label per colour
     (alpha is dropped). Returns an integer array (H, W) or (H, W, 3).
     """
-    from PIL import Image
+    from capshap.images import ImageError, open_image_file
 
     p = Path(path)
     try:
-        with Image.open(p) as im:
-            im.load()
+        with open_image_file(p) as im:  # regular files only, size checked before decoding
             mode = im.mode
             if mode in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
                 arr = np.asarray(im)
@@ -66,8 +65,10 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
                 arr = np.asarray(im)[..., 0]
             else:
                 arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise
+    except ImageError as e:
+        if e.reason == "no such file or directory":
+            raise FileNotFoundError(f"{p}: no such file") from None
+        raise ValueError(f"{p}: cannot read it as a label map image ({e.reason})") from None
     except Exception as e:
         raise ValueError(f"{p}: cannot read it as a label map image ({e})") from e
     arr = np.asarray(arr)

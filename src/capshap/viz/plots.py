@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import textwrap
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 
@@ -168,13 +170,36 @@ def _outline_rgba(boundaries: np.ndarray, colour: Sequence[float]) -> np.ndarray
     return out
 
 
-def _wrap(text: str, width: int) -> str:
-    return "\n".join(textwrap.wrap(text, width=width, break_long_words=True, break_on_hyphens=True)) or text
+#: Keyword arguments for every text capshap draws: captions and tokens come from models,
+#: services and files, so they are shown as plain text, never parsed as mathtext (``$x$``,
+#: ``\undefinedcmd``) or sent to LaTeX.
+_PLAIN = {"parse_math": False, "usetex": False}
+_BREAKS = re.compile(r"[\t\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def _clean(text: object) -> str:
+    """Text as drawn: line breaks and tabs become spaces (layout is capshap's), other
+    control and bidi-override characters are shown escaped (``\x1b``), so they can neither
+    break drawing nor reorder the text."""
+    from capshap.text import printable
+
+    return printable(_BREAKS.sub(" ", str(text)))
+
+
+def _wrap(text: str, width: int, max_lines: int = 4) -> str:
+    """Clean ``text`` and wrap it at ``width`` characters, at most ``max_lines`` lines (the
+    last one cut with an ellipsis)."""
+    text = _clean(text)
+    lines = textwrap.wrap(text, width=width, break_long_words=True, break_on_hyphens=True) or [text]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: max(1, width - 1)] + "…"
+    return "\n".join(lines)
 
 
 def _token_label(token: str, chars: int, max_lines: int = 2) -> str:
-    """A token as a panel title: stripped, wrapped at ``chars``, at most ``max_lines`` lines."""
-    tok = str(token).strip() or repr(str(token))
+    """A token as a panel title: cleaned, stripped, wrapped at ``chars``, at most ``max_lines`` lines."""
+    tok = _clean(token).strip() or repr(str(token))
     lines = textwrap.wrap(tok, width=chars, break_long_words=True, break_on_hyphens=True) or [tok]
     if len(lines) > max_lines:
         lines = lines[:max_lines]
@@ -269,7 +294,7 @@ def plot(
             ax.imshow(_display_image(exp.image), extent=extent, aspect="equal", interpolation="antialiased")
             if bounds is not None:
                 ax.imshow(_outline_rgba(bounds, (1.0, 1.0, 0.4, 0.6)), extent=extent, aspect="equal", interpolation="nearest")
-            ax.set_title("image\n", fontsize=12, pad=2, color="0.25")
+            ax.set_title("image\n", fontsize=12, pad=2, color="0.25", **_PLAIN)
             continue
         t = idx[k - 1]
         ax.imshow(light, cmap="gray", vmin=0.0, vmax=1.0, extent=extent, aspect="equal", interpolation="antialiased")
@@ -277,12 +302,13 @@ def plot(
         if bounds is not None:
             ax.imshow(_outline_rgba(bounds, (0.15, 0.15, 0.15, 0.55)), extent=extent, aspect="equal", interpolation="nearest")
         total = float(np.asarray(exp.outputs)[t] - np.asarray(exp.base_values)[t])
-        ax.set_title(f"{labels[k - 1]}\n", fontsize=12, fontweight="bold", pad=2)
+        ax.set_title(f"{labels[k - 1]}\n", fontsize=12, fontweight="bold", pad=2, **_PLAIN)
         ax.text(0.5, 1.0, f"total {_fmt(total)}", transform=ax.transAxes, ha="center", va="bottom",
-                fontsize=8.5, color="0.35")
+                fontsize=8.5, color="0.35", **_PLAIN)
     if title:
         text = title if isinstance(title, str) else exp.caption
-        fig.text(0.5, 1 - 0.1 / fig_h, _wrap(str(text), int(fig_w * 11)), ha="center", va="top", fontsize=13)
+        fig.text(0.5, 1 - 0.1 / fig_h, _wrap(str(text), int(fig_w * 11), max_lines=2), ha="center", va="top",
+                 fontsize=13, **_PLAIN)
     # one shared colorbar under the token panels
     bw = min(fig_w - 2 * margin, max(2.5, 0.6 * fig_w))
     cax = fig.add_axes(((fig_w - bw) / 2 / fig_w, 0.42 / fig_h, bw / fig_w, 0.14 / fig_h))
@@ -395,12 +421,11 @@ def plot_grid(
             label = ", ".join(f"{exp.tokens[t]} {scores[k, t]:.2f}" for t in varying[:3])
         else:
             label = ""
-        lines = textwrap.wrap(label, chars)[:3]
         tag = "all masked" if k == 0 and not exp.coalitions[0] else ("full image" if k == 1 else f"#{k}")
-        ax.set_title(f"{tag}\n" + "\n".join(lines), fontsize=8, loc="center", pad=2)
+        ax.set_title(f"{tag}\n" + _wrap(label, chars, max_lines=3), fontsize=8, loc="center", pad=2, **_PLAIN)
     shown = f"{n} of {len(exp.coalitions)}"
-    fig.text(0.5, 1 - 0.08 / fig_h, _wrap(f"{exp.caption}  ({shown} masked images)", int(fig_w * 11)),
-             ha="center", va="top", fontsize=11)
+    fig.text(0.5, 1 - 0.08 / fig_h, _wrap(f"{_clean(exp.caption)}  ({shown} masked images)", int(fig_w * 11), max_lines=2),
+             ha="center", va="top", fontsize=11, **_PLAIN)
     fig.capshap_info = {"panels": n}  # type: ignore[attr-defined]
     return fig
 
@@ -421,4 +446,9 @@ def save_figure(fig: "Figure", path: Any, dpi: float | None = None, metadata: di
         meta["capshap:tokens"] = json.dumps(info["tokens"], ensure_ascii=True)
     if metadata:
         meta.update({str(k): str(v) for k, v in metadata.items()})
-    fig.savefig(path, format="png", dpi=dpi or fig.dpi, metadata=meta, facecolor="white")
+    # missing glyphs (a caption in a script the font lacks) are worth a log line, not a raw warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(path, format="png", dpi=dpi or fig.dpi, metadata=meta, facecolor="white")
+    for w in caught:
+        logger.warning("%s: %s", path, _clean(w.message))
