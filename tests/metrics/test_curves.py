@@ -116,3 +116,46 @@ def test_bad_parameters(exp):
     bad = FunctionScorer(lambda b: np.zeros((len(b), 3)), ["cat", "dog"])
     with pytest.raises(ValueError, match="one column per token"):
         deletion_insertion(exp, bad, steps=2, random_orders=0)
+
+
+def _rendered(e):
+    """Every image deletion_insertion renders for ``e`` (with one step: the full and the
+    fully masked image)."""
+    seen = []
+
+    def f(batch):
+        seen.append(batch.copy())
+        return Counting()(batch)
+
+    deletion_insertion(e, FunctionScorer(f, e.tokens), steps=1, random_orders=0)
+    return np.concatenate(seen)
+
+
+def test_the_fill_comes_from_the_explanation_settings(tmp_path):
+    import dataclasses
+
+    from capshap import Explanation
+    from capshap.settings import Settings
+
+    e = custom_exp(np.random.default_rng(4).normal(size=(64, 64, 2)), ["cat", "dog"])  # params mask 0 (black)
+
+    def hidden_colours(x):
+        imgs = _rendered(x)
+        # the image has no pure black, white or red pixel: count pixels of each fill colour
+        return {name: int(np.all(imgs == np.array(c, np.uint8), axis=-1).sum())
+                for name, c in (("black", (0, 0, 0)), ("white", (255, 255, 255)), ("red", (255, 0, 0)))}
+
+    assert hidden_colours(e)["black"] > 0 and hidden_colours(e)["white"] == 0
+    # typed settings win over the params an engine recorded
+    white = dataclasses.replace(e, settings=Settings(mask="255", captioner=None))
+    got = hidden_colours(white)
+    assert got["white"] > 0 and got["black"] == 0
+    # a 0.1 file that recorded an (r, g, b) colour keeps it through its legacy settings
+    dataclasses.replace(e, params={"mask": [255, 0, 0]}).save(tmp_path / "old")
+    old = Explanation.load(tmp_path / "old")
+    assert old.settings.mask == "255,0,0"
+    got = hidden_colours(old)
+    assert got["red"] > 0 and got["black"] == 0
+    # a background image is not saved: refused with a clear message
+    with pytest.raises(ValueError, match="background image"):
+        deletion_insertion(dataclasses.replace(e, settings=Settings(mask="image")), scorer())

@@ -73,3 +73,25 @@ def test_load_boxes_errors(tmp_path):
         load_boxes(p)
     p.write_text('{"cat": [1, 2, 30, 40], "dog": [[0, 0, 5, 5], [1, 1, 2, 2]]}', encoding="utf-8")
     assert load_boxes(p) == {"cat": [[1.0, 2.0, 30.0, 40.0]], "dog": [[0.0, 0.0, 5.0, 5.0], [1.0, 1.0, 2.0, 2.0]]}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5, None, "15"])
+def test_tolerance_must_be_finite_and_not_negative(exp, bad):
+    with pytest.raises(ValueError, match="tolerance"):
+        pointing_game(exp, [CAT_BOX], token="cat", tolerance=bad)
+    assert pointing_game(exp, [CAT_BOX], token="cat", tolerance=np.float32(2))["tolerance"] == 2.0
+
+
+def test_boxes_are_found_by_the_recorded_source_and_scaled_to_the_explained_image():
+    from capshap.metrics.pointing import boxes_for, lookup_boxes
+
+    e = custom_exp(np.zeros((64, 64, 2)), ["cat", "dog"])
+    e.params.update(source="/photos/2024/pets_01.jpg", original_size=[128, 256])
+    table = {"other": [[0, 0, 1, 1]], "pets_01.jpg": [[0, 0, 256, 64]]}
+    assert lookup_boxes(table, e) == ("pets_01.jpg", [[0, 0, 256, 64]])
+    assert lookup_boxes({"pets_01": [[1, 1, 2, 2]]}, e)[0] == "pets_01"
+    assert lookup_boxes({"nothing": [[1, 1, 2, 2]]}, e) is None
+    # 256 x 128 original -> 64 x 64 explained: x / 4, y / 2
+    assert boxes_for(e, [[0, 0, 256, 64]]) == [[0.0, 0.0, 64.0, 32.0]]
+    e.params.pop("original_size")
+    assert boxes_for(e, [[0, 0, 256, 64]]) == [[0.0, 0.0, 256.0, 64.0]]  # taken as they are
