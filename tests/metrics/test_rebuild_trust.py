@@ -76,8 +76,11 @@ def test_stored_hf_spec_is_refused_without_building_anything(exp, tmp_path, swap
     with pytest.raises(RebuildRefused) as info:
         evaluate_run(run, **KW)
     msg = str(info.value)
-    assert isinstance(info.value, ValueError) and "built nothing" in msg
-    for part in (SPEC, "downloads and runs", "prompt 'Describe:'", "generation options", "max_new_tokens",
+    assert isinstance(info.value, ValueError)
+    # the first line alone (what a CLI may print) says what happened and what to pass
+    assert msg.splitlines()[0] == ("evaluate built nothing: 2 saved explanations name models or settings that "
+                                   "you did not give; to rebuild them pass --trust-run")
+    for part in (SPEC, "and runs this Hugging Face model", "prompt 'Describe:'", "generation options", "max_new_tokens",
                  "2 files (pets, sub/other)", "to rebuild: --trust-run"):
         assert part in msg, part
     # without the stored extras, naming the captioner is the other way
@@ -180,3 +183,14 @@ def test_argument_checks(exp, tmp_path):
         plan_recipe(Settings(captioner=None))
     assert plan_recipe(Settings(captioner=None), captioner="builtin").captioner == "builtin"
     assert np.isfinite(evaluate_run(run, scorer_factory=sc, **KW)["rows"][0]["deletion_auc"])
+
+
+def test_a_file_with_mistyped_settings_is_skipped_not_fatal(exp, tmp_path, swap):
+    made = []
+    swap(CAPTIONERS, "builtin", _recording(made))
+    run = _run(tmp_path, exp, names=("good",), captioner="builtin")
+    dataclasses.replace(exp, settings=Settings(captioner="builtin", captioner_options=["crop_fraction"])).save(run / "bad")
+    res = evaluate_run(run, **KW)
+    assert [f["file"] for f in res["failures"]] == ["bad"]
+    assert "settings.captioner_options is a list, expected dict" in res["failures"][0]["reason"]
+    assert {r["file"] for r in res["rows"]} == {"good"} and len(made) == 1

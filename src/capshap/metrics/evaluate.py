@@ -23,6 +23,7 @@ import numpy as np
 from capshap.explanation import Explanation
 from capshap.explanation import _jsonable as _clean
 from capshap.explanation import _load_settings
+from capshap.interfaces import Scorer, ScorerFactory
 from capshap.metrics.curves import check_curve_params, deletion_insertion, nanmean
 from capshap.metrics.markdown import metrics_markdown
 from capshap.metrics.pointing import Box, boxes_for, check_boxes, check_tolerance, load_boxes, lookup_boxes, pointing_game
@@ -59,7 +60,9 @@ class NothingEvaluated(ValueError):
 
     def __init__(self, run_dir: Path, failures: list[dict[str, str]]):
         self.failures = failures
-        lines = [f"run folder {printable(run_dir)}: no explanation could be evaluated:"]
+        first = f"{printable(failures[0]['file'], 120)}: {printable(failures[0]['reason'], 300)}" if failures else "none found"
+        lines = [f"run folder {printable(run_dir)}: no explanation could be evaluated ({len(failures)} skipped; "
+                 f"first: {first})"]
         lines += [f"  - {printable(f['file'], 120)}: {printable(f['reason'], 400)}" for f in failures[:20]]
         if len(failures) > 20:
             lines.append(f"  ... and {len(failures) - 20} more")
@@ -168,6 +171,10 @@ def _plan(
     return recipes
 
 
+class _Failed(Exception):
+    """One explanation could not be evaluated; the message says at which stage and why."""
+
+
 def _evaluate_one(
     f: _Found,
     root: Path,
@@ -218,10 +225,6 @@ def _evaluate_one(
     image = {"image": exp.name, "file": f.label, "caption": exp.caption, "boxes": img_boxes, "metrics": di,
              "pointing": default_pg}
     return rows, image
-
-
-class _Failed(Exception):
-    pass
 
 
 def _summary(rows: list[dict[str, Any]], images: list[dict[str, Any]], n_failed: int) -> dict[str, Any]:
@@ -332,6 +335,12 @@ def evaluate_run(
             raise ValueError(f"{name}={spec!r} must be a registry spec such as 'builtin' or 'hf:ID_OR_PATH'")
     if scorer_factory is not None and (captioner is not None or scorer is not None or trust_run):
         raise ValueError("give either scorer_factory= or captioner= / scorer= / trust_run=, not both")
+    if scorer_factory is not None and not (
+        isinstance(scorer_factory, (Scorer, ScorerFactory)) or callable(scorer_factory)
+    ):
+        raise TypeError(
+            f"scorer_factory must be a Scorer, have bind(caption) or be callable, got {type(scorer_factory).__name__}"
+        )
     box_map: dict[str, list[Box]] | None
     if boxes is None:
         box_map = None

@@ -54,7 +54,7 @@ LOCAL_CAPTIONERS = frozenset({"builtin"})
 LOCAL_SCORERS = frozenset({"auto", "own", "presence"})
 
 _WHAT = {
-    "hf": "downloads and runs this Hugging Face model",
+    "hf": "downloads (or loads) and runs this Hugging Face model",
     "azure": "sends the images to Azure AI Vision with your AZURE_VISION_KEY",
     "surrogate": "downloads and runs this language model",
 }
@@ -119,18 +119,31 @@ class RebuildRefused(ValueError):
 
     def __init__(self, needs: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]]):
         self.needs = needs
-        lines = ["evaluate rebuilds the scorer of each explanation; these runs name models or settings "
-                 "you did not give, and nothing was built:"]
-        flags: list[str] = []
-        for (items, fl), files in needs.items():
+        n = sum(len(f) for f in needs.values())
+        ways = " or ".join(dict.fromkeys(" ".join(fl) for _, fl in needs))
+        # the first line stands alone (a CLI may print only it); the rest gives the details
+        lines = [f"evaluate built nothing: {n} saved explanation{'s' if n != 1 else ''} name models or settings "
+                 f"that you did not give; to rebuild them pass {ways}"]
+        for (items, flags), files in needs.items():
             shown = ", ".join(printable(f, 80) for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-            lines.append(f"  - {'; '.join(items)} ({len(files)} file{'s' if len(files) != 1 else ''}: {shown})")
-            flags += [f for f in fl if f not in flags]
+            lines.append(f"  - {len(files)} file{'s' if len(files) != 1 else ''} ({shown}): {'; '.join(items)}")
+            lines.append(f"    to rebuild: {' '.join(flags)}")
         lines.append(
-            "Name what to rebuild: " + " ".join(flags) + " (Python: captioner=..., scorer=...), or pass "
-            "--trust-run (trust_run=True) to rebuild everything the run stored, only for runs you trust."
+            "--captioner/--scorer (Python: captioner=, scorer=) rebuild the named kind with default settings; "
+            "--trust-run (trust_run=True) rebuilds everything a run stored, prompt and generation options "
+            "included: only for runs you trust. Evaluate files that need different captioners separately."
         )
         super().__init__("\n".join(lines))
+
+
+def _check_types(s: Settings) -> None:
+    """The settings plan_recipe reads, checked for type (they come from a file)."""
+    kinds = {"captioner": (str, type(None)), "scorer": (str, type(None)), "prompt": (str, type(None)),
+             "captioner_options": (dict,), "scorer_options": (dict,), "generate": (dict, type(None))}
+    for name, types in kinds.items():
+        if not isinstance(getattr(s, name), types):
+            raise ValueError(f"settings.{name} is a {type(getattr(s, name)).__name__}, "
+                             f"expected {' or '.join('None' if t is type(None) else t.__name__ for t in types)}")
 
 
 def plan_recipe(
@@ -153,17 +166,22 @@ def plan_recipe(
     Unconfirmed
         The stored recipe needs the user's say-so (see :class:`RebuildRefused`).
     ValueError
-        Nothing names a captioner (neither the file nor the user).
+        Nothing names a captioner (neither the file nor the user), or a stored setting has
+        the wrong type.
     """
     s = settings
+    if s is not None:
+        _check_types(s)
     stored_c = s.captioner if s is not None else None
     stored_s = s.scorer if s is not None else None
     items: list[str] = []
     flags: list[str] = []
+    mismatch = needs_trust = False
     if captioner is not None:
         if stored_c is not None and not _same_spec(stored_c, captioner):
-            items.append(f"the run was explained with captioner {_show(stored_c)}, not {_show(captioner)}; "
-                         "scores of another model would not measure it")
+            items.append(f"explained with captioner {_show(stored_c)}, not {_show(captioner)} "
+                         "(another model's scores would not measure it)")
+            mismatch = True
             flags.append(f"--captioner {_arg(stored_c)}")
         cap_spec = captioner
     elif stored_c is None:
@@ -178,7 +196,8 @@ def plan_recipe(
             flags.append(f"--captioner {_arg(stored_c)}")
     if scorer is not None:
         if stored_s is not None and not _same_spec(stored_s, scorer):
-            items.append(f"the run was scored with {_show(stored_s)}, not {_show(scorer)}")
+            items.append(f"scored with {_show(stored_s)}, not {_show(scorer)}")
+            mismatch = True
             flags.append(f"--scorer {_arg(stored_s)}")
         sc_spec = scorer
     else:
@@ -197,9 +216,12 @@ def plan_recipe(
     if not trust_run:
         for name, val in extras.items():
             if val is not None:
-                items.append(f"stored {name} {_show(val)} (used only with --trust-run)")
-                if "--trust-run" not in flags:
-                    flags.append("--trust-run")
+                items.append(f"{name} {_show(val)}")
+                needs_trust = True
+    if needs_trust and not mismatch:
+        flags = ["--trust-run"]  # trust covers the specs as well
+    elif needs_trust:
+        flags.append("--trust-run")
     if items:
         raise Unconfirmed(items, flags)
     if stored_s is None and scorer is None:
