@@ -120,7 +120,8 @@ class RebuildRefused(ValueError):
     def __init__(self, needs: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]]):
         self.needs = needs
         n = sum(len(f) for f in needs.values())
-        ways = " or ".join(dict.fromkeys(" ".join(fl) for _, fl in needs))
+        ways_all = list(dict.fromkeys(" ".join(fl) for _, fl in needs))
+        ways = " or ".join(ways_all[:3]) + (" or ..." if len(ways_all) > 3 else "")
         # the first line stands alone (a CLI may print only it); the rest gives the details
         lines = [f"evaluate built nothing: {n} saved explanation{'s' if n != 1 else ''} name models or settings "
                  f"that you did not give; to rebuild them pass {ways}"]
