@@ -204,6 +204,8 @@ def settings_from_legacy_params(params: dict[str, Any]) -> Settings:
         kw["mask"] = "image" if params["mask"] == "background image" else params["mask"]
     elif isinstance(params.get("mask"), (int, float)):
         kw["mask"] = str(params["mask"])
+    elif isinstance(params.get("mask"), list) and len(params["mask"]) == 3:  # an (r, g, b) colour
+        kw["mask"] = ",".join(str(v) for v in params["mask"])
     if params.get("n_segments") is not None:
         kw["n_segments"] = params["n_segments"]
     tree = params.get("tree_spec") or params.get("tree")
