@@ -115,3 +115,12 @@ def test_report_is_public_and_displays(exp, tmp_path):
     assert page.path.read_text(encoding="utf-8") == page.html
     assert "<title>mine</title>" in page.html
     assert page._repr_html_().startswith("<iframe")
+
+
+def test_report_shows_original_size_where_recorded(exp):
+    with_size = Explanation(**{**exp.__dict__, "params": {**exp.params, "original_size": [400, 3000]}})
+    page = capshap.report([with_size, exp]).html
+    metas = re.findall(r'<p class="meta">(.*?)</p>', page)
+    assert len(metas) == 2
+    assert "explained at 300&times;40 px (original 3000&times;400)" in metas[0]
+    assert "original" not in metas[1]

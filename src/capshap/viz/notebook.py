@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from capshap.viz.plots import DEFAULT_PERCENTILE, grey_background, overlay_rgba, value_scale
-from capshap.viz.report import _data_uri, text
+from capshap.viz.report import _data_uri, original_size, text
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -28,15 +28,6 @@ __all__ = ["explanation_html", "summary", "strongest_token", "heatmap_rgb", "wit
 
 #: Longest side, in pixels, of the inline pictures of :func:`explanation_html`.
 INLINE_SIDE = 256
-
-
-def _size(value: Any) -> tuple[int, int] | None:
-    """(height, width) from a saved ``original_size`` ([H, W]); None when absent or odd."""
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    return (h, w) if h > 0 and w > 0 else None
 
 
 def totals(exp: "Explanation") -> np.ndarray:
@@ -61,7 +52,7 @@ def summary(exp: "Explanation") -> str:
     """One line: name, caption, explained size and the original size where recorded."""
     h, w = (int(v) for v in np.asarray(exp.image).shape[:2])
     size = f"explained at {w}x{h} px"
-    orig = _size((exp.params or {}).get("original_size"))
+    orig = original_size(exp)
     if orig is not None and orig != (h, w):
         size += f" (original {orig[1]}x{orig[0]} px)"
     elif orig is not None:

@@ -93,6 +93,7 @@ class _Entry:
     vmax: float
     meta: dict[str, Any] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
+    original: tuple[int, int] | None = None  # (height, width) before resizing, where recorded
 
 
 class Report:
@@ -139,6 +140,7 @@ class Report:
                 vmax=vmax,
                 meta=dict(meta or {}),
                 links=_links(exp.name, links),
+                original=original_size(exp),
             )
         )
 
@@ -219,6 +221,8 @@ class Report:
             )
         out.append("</p>")
         meta = [f"{e(v)} {e(k)}" for k, v in en.meta.items()]
+        if en.original is not None and en.original != (en.height, en.width):
+            meta.insert(0, f"explained at {en.width}&times;{en.height} px (original {en.original[1]}&times;{en.original[0]})")
         meta.append(f"colour scale &plusmn;{en.vmax:.3g} per pixel")
         links = [f'<a href="{e(u)}">{e(k)}</a>' for k, u in en.links.items()]
         out.append(f'<p class="meta">{" &middot; ".join(meta + links)}</p>')
@@ -228,6 +232,17 @@ class Report:
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the page (atomically) and return its path."""
         return _write_text(path, self.html())
+
+
+def original_size(exp: "Explanation") -> tuple[int, int] | None:
+    """(height, width) of the image before it was fitted for explaining, from
+    ``exp.params["original_size"]`` ([H, W]); None where the run did not record it."""
+    value = (exp.params or {}).get("original_size")
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (h, w) if h > 0 and w > 0 else None
 
 
 def _links(name: Any, links: dict[str, str] | None) -> dict[str, str]:
