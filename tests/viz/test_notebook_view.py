@@ -124,3 +124,14 @@ def test_report_shows_original_size_where_recorded(exp):
     assert len(metas) == 2
     assert "explained at 300&times;40 px (original 3000&times;400)" in metas[0]
     assert "original" not in metas[1]
+
+
+def test_captions_with_dollar_signs_are_drawn_literally(exp):
+    """'$...$' in a caption or token is text, not matplotlib mathtext (which could fail to parse)."""
+    odd = ["$\\frac{$", "b_1^2 $x$"]
+    e = Explanation(**{**exp.__dict__, "tokens": odd + ["c"], "caption": "a $\\frac{$ b_1^2 $x$"})
+    for fig in (e.show(0), e.plot(), e.plot_grid(3)):
+        fig.savefig(io.BytesIO(), format="png")  # mathtext would raise a ParseException here
+        ours = [t for t in fig.findobj(matplotlib.text.Text) if "frac{" in t.get_text() or "b_1^2" in t.get_text()]
+        assert any("$\\frac{$" in t.get_text() for t in ours)
+        assert ours and all(not t.get_parse_math() for t in ours)

@@ -277,12 +277,12 @@ def plot(
         if bounds is not None:
             ax.imshow(_outline_rgba(bounds, (0.15, 0.15, 0.15, 0.55)), extent=extent, aspect="equal", interpolation="nearest")
         total = float(np.asarray(exp.outputs)[t] - np.asarray(exp.base_values)[t])
-        ax.set_title(f"{labels[k - 1]}\n", fontsize=12, fontweight="bold", pad=2)
+        ax.set_title(f"{labels[k - 1]}\n", fontsize=12, fontweight="bold", pad=2, parse_math=False)
         ax.text(0.5, 1.0, f"total {_fmt(total)}", transform=ax.transAxes, ha="center", va="bottom",
                 fontsize=8.5, color="0.35")
     if title:
         text = title if isinstance(title, str) else exp.caption
-        fig.text(0.5, 1 - 0.1 / fig_h, _wrap(str(text), int(fig_w * 11)), ha="center", va="top", fontsize=13)
+        fig.text(0.5, 1 - 0.1 / fig_h, _wrap(str(text), int(fig_w * 11)), ha="center", va="top", fontsize=13, parse_math=False)
     # one shared colorbar under the token panels
     bw = min(fig_w - 2 * margin, max(2.5, 0.6 * fig_w))
     cax = fig.add_axes(((fig_w - bw) / 2 / fig_w, 0.42 / fig_h, bw / fig_w, 0.14 / fig_h))
@@ -397,10 +397,10 @@ def plot_grid(
             label = ""
         lines = textwrap.wrap(label, chars)[:3]
         tag = "all masked" if k == 0 and not exp.coalitions[0] else ("full image" if k == 1 else f"#{k}")
-        ax.set_title(f"{tag}\n" + "\n".join(lines), fontsize=8, loc="center", pad=2)
+        ax.set_title(f"{tag}\n" + "\n".join(lines), fontsize=8, loc="center", pad=2, parse_math=False)
     shown = f"{n} of {len(exp.coalitions)}"
     fig.text(0.5, 1 - 0.08 / fig_h, _wrap(f"{exp.caption}  ({shown} masked images)", int(fig_w * 11)),
-             ha="center", va="top", fontsize=11)
+             ha="center", va="top", fontsize=11, parse_math=False)
     fig.capshap_info = {"panels": n}  # type: ignore[attr-defined]
     return fig
 
