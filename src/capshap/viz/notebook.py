@@ -11,7 +11,6 @@ the notebook around it.
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from capshap.explanation import Explanation
 
-__all__ = ["explanation_html", "summary", "strongest_token", "heatmap_rgb", "with_png_repr"]
+__all__ = ["explanation_html", "summary", "strongest_token", "heatmap_rgb", "show"]
 
 #: Longest side, in pixels, of the inline pictures of :func:`explanation_html`.
 INLINE_SIDE = 256
@@ -161,22 +160,6 @@ def _token_index(exp: "Explanation", token: int | str) -> int:
     return _token_indices(exp, [token])[0]
 
 
-def with_png_repr(fig: "Figure") -> "Figure":
-    """Give one matplotlib Figure a ``_repr_png_`` (rendered with Agg, no pyplot), so that it
-    displays in Jupyter even where no inline backend is configured; returns the figure."""
-
-    def _repr_png_() -> bytes:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-        FigureCanvasAgg(fig)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", facecolor="white")
-        return buf.getvalue()
-
-    fig._repr_png_ = _repr_png_  # type: ignore[attr-defined]
-    return fig
-
-
 def show(exp: "Explanation", token: int | str | None = None, **kwargs: Any) -> "Figure":
     """The image and one token's heatmap (default the strongest token) as a Figure that
     displays itself in a notebook; kwargs go to :func:`capshap.viz.plots.plot`."""
@@ -185,4 +168,4 @@ def show(exp: "Explanation", token: int | str | None = None, **kwargs: Any) -> "
     t = strongest_token(exp) if token is None else _token_index(exp, token)
     if t is None:
         raise ValueError(f"{exp.name}: the explanation has no tokens to show")
-    return with_png_repr(plot(exp, [t], **kwargs))
+    return plot(exp, [t], **kwargs)  # plot() figures display themselves in Jupyter
