@@ -9,6 +9,14 @@ pre-rendered RGBA PNG overlays in the colours and on the scale of :func:`capshap
 
 The page needs no network: CSS and JavaScript are inline and every picture is a ``data:``
 URI. Images that could not be explained are listed with the reason.
+
+Nothing a file name, caption, token, failure reason or meta value holds can run script or
+break the page: all text goes through :func:`text` (HTML-escaped, quotes included;
+undecodable file-name bytes shown as U+FFFD), and links to files next to the page go
+through :func:`safe_href` (relative ``./`` paths, every segment percent-encoded).
+
+:func:`report` is the public entry point (``capshap.report``): it returns a
+:class:`ReportPage` that displays itself in a notebook and can write the file.
 """
 
 from __future__ import annotations
