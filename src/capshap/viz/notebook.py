@@ -47,8 +47,7 @@ def strongest_token(exp: "Explanation") -> int | None:
     return max(pool, key=lambda t: tot[t])
 
 
-def summary(exp: "Explanation") -> str:
-    """One line: name, caption, explained size and the original size where recorded."""
+def _details(exp: "Explanation") -> str:
     h, w = (int(v) for v in np.asarray(exp.image).shape[:2])
     size = f"explained at {w}x{h} px"
     orig = original_size(exp)
@@ -56,7 +55,12 @@ def summary(exp: "Explanation") -> str:
         size += f" (original {orig[1]}x{orig[0]} px)"
     elif orig is not None:
         size += " (original size)"
-    return f"{exp.name}: {exp.caption!r}, {size}, {len(exp.tokens)} tokens, {exp.n_evals} evaluations"
+    return f"{size}, {len(exp.tokens)} tokens, {exp.n_evals} evaluations"
+
+
+def summary(exp: "Explanation") -> str:
+    """One line: name, caption, explained size and the original size where recorded."""
+    return f"{exp.name}: {exp.caption!r}, {_details(exp)}"
 
 
 def _fit(rgb: np.ndarray, side: int) -> np.ndarray:
@@ -145,7 +149,7 @@ def explanation_html(exp: "Explanation", token: int | str | None = None, side: i
     return (
         '<div class="capshap-explanation" style="font-family:system-ui,sans-serif;line-height:1.35">'
         f'<div style="font-size:1.1em"><b>{e(exp.name)}</b>: <q class="capshap-caption">{e(exp.caption)}</q></div>'
-        f'<div class="capshap-summary" style="font-size:.85em;color:#666">{e(summary(exp))}</div>'
+        f'<div class="capshap-summary" style="font-size:.85em;color:#666">{e(_details(exp))}</div>'
         f'<div style="display:flex;flex-wrap:wrap;gap:10px;margin:6px 0">{"".join(pics)}</div>'
         f'<div class="capshap-tokens">{"".join(cells)}</div>'
         f'<details style="margin-top:4px"><summary style="cursor:pointer;font-size:.9em">{which}</summary>'
