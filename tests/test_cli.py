@@ -94,7 +94,7 @@ def test_run_writes_every_output(run):
     assert len(re.findall(r'<section class="item"', page)) == 4
     assert len(re.findall(r'<button class="tok"', page)) == total_tokens
     for n in names:
-        assert f'data-name="{n}.jpg"' in page and f'href="{n}.png"' in page
+        assert f'data-name="{n}.jpg"' in page and f'href="./{n}.png"' in page
 
 
 def test_show_replots(run, tmp_path):

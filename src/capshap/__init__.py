@@ -36,6 +36,7 @@ _LAZY = {
     "from_labels": ".regions.segments",
     "from_masks": ".regions.segments",
     "plot_grid": ".viz.plots",
+    "report": ".viz.report",
     "deletion_insertion": ".metrics",
     "pointing_game": ".metrics",
     "evaluate_run": ".metrics",

@@ -118,6 +118,28 @@ class Explanation:
 
         return plot_grid(self, limit, **kwargs)
 
+    # -- notebook display ---------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        """Jupyter's view: caption, sizes, the strongest word's heatmap inline, every token
+        with its total, the settings; see :func:`capshap.viz.notebook.explanation_html`."""
+        from capshap.viz.notebook import explanation_html
+
+        return explanation_html(self)
+
+    def show(self, token: int | str | None = None, **kwargs: Any) -> Any:
+        """The image and one token's heatmap (default the strongest token) as a matplotlib
+        Figure that also displays itself in a notebook; kwargs go to :meth:`plot`."""
+        from capshap.viz.notebook import show
+
+        return show(self, token, **kwargs)
+
+    def summary(self) -> str:
+        """One line: name, caption, the size explained and the original size where the run
+        recorded it (``params["original_size"]``, [height, width])."""
+        from capshap.viz.notebook import summary
+
+        return summary(self)
+
     def __repr__(self) -> str:
         return (
             f"Explanation(name={self.name!r}, caption={self.caption!r}, tokens={self.tokens!r}, "
@@ -251,24 +273,16 @@ class Explanation:
 
     # -- shap interop -------------------------------------------------------------------
     def to_shap(self) -> Any:
-        """A ``shap.Explanation`` (needs shap), so that ``shap.image_plot`` works on it.
+        """A ``shap.Explanation`` (needs shap) that ``shap.image_plot`` and ``shap.plots.image``
+        draw with the image visible; see :func:`capshap.viz.shap_interop.to_shap`.
 
         Values are given per channel, (1, H, W, 3, T); in pixel mode each pixel's value is
-        split evenly over its three channels, so sums are kept.
+        split evenly over its three channels, so sums are kept. The image is float in [0, 1];
+        tokens are the output names (``s[0, ..., "bird"]`` picks one).
         """
-        try:
-            import shap
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("to_shap() needs shap: pip install shap") from e
-        v = self.values.astype(np.float64)
-        if v.ndim == 3:
-            v = np.repeat(v[:, :, None, :] / 3.0, 3, axis=2)
-        return shap.Explanation(
-            values=v[None],
-            base_values=np.asarray(self.base_values)[None],
-            data=self.image[None].astype(np.float64),
-            output_names=list(self.tokens),
-        )
+        from capshap.viz.shap_interop import to_shap
+
+        return to_shap(self)
 
 
 def _load_settings(meta: dict[str, Any]) -> Settings | None:

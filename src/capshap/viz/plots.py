@@ -321,7 +321,7 @@ def plot(
     cb.set_label("credit per pixel: red raises the word's score, blue lowers it", fontsize=8.5)
     cb.outline.set_linewidth(0.5)
     fig.capshap_info = {"panels": n_panels, "tokens": [exp.tokens[t] for t in idx], "vmax": vmax}  # type: ignore[attr-defined]
-    return fig
+    return displayable(fig)
 
 
 def _token_indices(exp: "Explanation", tokens: Sequence[Union[int, str]] | None) -> list[int]:
@@ -427,6 +427,25 @@ def plot_grid(
     fig.text(0.5, 1 - 0.08 / fig_h, _wrap(f"{_clean(exp.caption)}  ({shown} masked images)", int(fig_w * 11), max_lines=2),
              ha="center", va="top", fontsize=11, **_PLAIN)
     fig.capshap_info = {"panels": n}  # type: ignore[attr-defined]
+    return displayable(fig)
+
+
+def displayable(fig: "Figure") -> "Figure":
+    """Give one Figure a ``_repr_png_`` (drawn with Agg, no pyplot) so that Jupyter shows
+    it even without ``%matplotlib inline`` (a bare Figure otherwise shows as text);
+    returns the figure."""
+
+    def _repr_png_() -> bytes:
+        import io
+
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", facecolor="white")
+        return buf.getvalue()
+
+    fig._repr_png_ = _repr_png_  # type: ignore[attr-defined]
     return fig
 
 

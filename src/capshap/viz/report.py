@@ -9,6 +9,14 @@ pre-rendered RGBA PNG overlays in the colours and on the scale of :func:`capshap
 
 The page needs no network: CSS and JavaScript are inline and every picture is a ``data:``
 URI. Images that could not be explained are listed with the reason.
+
+Nothing a file name, caption, token, failure reason or meta value holds can run script or
+break the page: all text goes through :func:`text` (HTML-escaped, quotes included;
+undecodable file-name bytes shown as U+FFFD), and links to files next to the page go
+through :func:`safe_href` (relative ``./`` paths, every segment percent-encoded).
+
+:func:`report` is the public entry point (``capshap.report``): it returns a
+:class:`ReportPage` that displays itself in a notebook and can write the file.
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -28,7 +38,35 @@ from capshap.viz.plots import DEFAULT_PERCENTILE, NEGATIVE_RGB, POSITIVE_RGB, ov
 if TYPE_CHECKING:  # pragma: no cover
     from capshap.explanation import Explanation
 
-__all__ = ["Report", "write_report"]
+__all__ = ["Report", "ReportPage", "report", "write_report", "safe_href", "text"]
+
+logger = logging.getLogger(__name__)
+
+
+def text(value: Any) -> str:
+    """Any value as HTML text: ``str()``, undecodable bytes of file names (lone surrogates)
+    shown as U+FFFD, then escaped with quotes, so it is safe in element text and in
+    double- or single-quoted attribute values."""
+    s = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return html.escape(s, quote=True)
+
+
+def safe_href(path: str) -> str | None:
+    """A relative file path as a link that can only open that file next to the page.
+
+    Every segment is percent-encoded (so ``#``, ``?``, ``%``, ``:``, quotes, spaces and
+    non-ASCII name the file instead of changing the URL; raw bytes of undecodable names
+    are kept) and the result starts with ``./`` (so a name such as
+    ``javascript:alert(1).png`` cannot be read as a scheme). Returns None, and the link is
+    left out, for paths that are absolute or climb out with ``..``.
+    """
+    raw = str(path).replace("\\", "/") if os.sep == "\\" else str(path)
+    if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":" and os.sep == "\\"):
+        return None
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    return "./" + "/".join(quote(p.encode("utf-8", "surrogateescape"), safe="") for p in parts)
 
 
 def _data_uri(array: np.ndarray, fmt: str) -> str:
@@ -63,6 +101,7 @@ class _Entry:
     vmax: float
     meta: dict[str, Any] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
+    original: tuple[int, int] | None = None  # (height, width) before resizing, where recorded
 
 
 class Report:
@@ -108,9 +147,13 @@ class Report:
                 outline=outline,
                 vmax=vmax,
                 meta=dict(meta or {}),
-                links=dict(links or {}),
+                links=_links(exp.name, links),
+                original=original_size(exp),
             )
         )
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.failures)
 
     def add_failure(self, name: str, reason: str) -> None:
         """List an image that could not be explained, with why."""
@@ -119,7 +162,7 @@ class Report:
     # ------------------------------------------------------------------------ output
     def html(self) -> str:
         """The whole page as one string."""
-        e = html.escape
+        e = text
         parts = [
             "<!doctype html>",
             '<html lang="en"><head><meta charset="utf-8">',
@@ -158,16 +201,16 @@ class Report:
         return "\n".join(parts)
 
     def _entry_html(self, i: int, en: _Entry) -> str:
-        e = html.escape
+        e = text
         live = [t for t, uri in enumerate(en.overlays) if uri is not None]
         strongest = max(live, key=lambda t: abs(en.totals[t])) if live else -1
         # at least 320 px wide (small images are scaled up), at most 440 px tall
         shown_w = int(round(min(max(en.width, 320), 440 * en.width / en.height)))
         out = [
-            f'<section class="item" id="item-{i}" data-name="{e(en.name, quote=True)}" data-strongest="{strongest}">',
+            f'<section class="item" id="item-{i}" data-name="{e(en.name)}" data-strongest="{strongest}">',
             f"<h2>{e(en.name)}</h2>",
             f'<div class="stage" style="max-width:{shown_w}px;aspect-ratio:{en.width}/{en.height}">',
-            f'<img class="photo" alt="{e(en.name, quote=True)}" src="{en.photo}">',
+            f'<img class="photo" alt="{e(en.name)}" src="{en.photo}">',
         ]
         for t, uri in enumerate(en.overlays):
             if uri is not None:
@@ -182,32 +225,129 @@ class Report:
             tip = f"{tok}: total credit {total:+.3g}" + (" (no region changes it)" if zero else "")
             out.append(
                 f'<button class="tok" type="button" data-token="{t}" data-zero="{int(zero)}" '
-                f'title="{e(tip, quote=True)}">{e(tok) or "&#9251;"}<small>{total:+.2f}</small></button>'
+                f'title="{e(tip)}">{e(tok) or "&#9251;"}<small>{total:+.2f}</small></button>'
             )
         out.append("</p>")
-        meta = [f"{e(str(v))} {e(str(k))}" for k, v in en.meta.items()]
+        meta = [f"{e(v)} {e(k)}" for k, v in en.meta.items()]
+        if en.original is not None and en.original != (en.height, en.width):
+            meta.insert(0, f"explained at {en.width}&times;{en.height} px (original {en.original[1]}&times;{en.original[0]})")
         meta.append(f"colour scale &plusmn;{en.vmax:.3g} per pixel")
-        links = [f'<a href="{e(u, quote=True)}">{e(k)}</a>' for k, u in en.links.items()]
+        links = [f'<a href="{e(u)}">{e(k)}</a>' for k, u in en.links.items()]
         out.append(f'<p class="meta">{" &middot; ".join(meta + links)}</p>')
         out.append("</section>")
         return "\n".join(out)
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the page (atomically) and return its path."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(self.html(), encoding="utf-8")
-        os.replace(tmp, p)
-        return p
+        return _write_text(path, self.html())
+
+
+def original_size(exp: "Explanation") -> tuple[int, int] | None:
+    """(height, width) of the image before it was fitted for explaining, from
+    ``exp.params["original_size"]`` ([H, W]); None where the run did not record it."""
+    value = (exp.params or {}).get("original_size")
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (h, w) if h > 0 and w > 0 else None
+
+
+def _links(name: Any, links: dict[str, str] | None) -> dict[str, str]:
+    """label -> safe relative href (see :func:`safe_href`); unsafe paths are dropped with a warning."""
+    out: dict[str, str] = {}
+    for label, path in (links or {}).items():
+        href = safe_href(path)
+        if href is None:
+            logger.warning("report: left out the %r link of %s: %r is not a path inside the report's folder",
+                           label, name, path)
+        else:
+            out[str(label)] = href
+    return out
+
+
+class ReportPage:
+    """The HTML report of some explanations, for notebooks and files.
+
+    Displays itself in Jupyter (``_repr_html_``: the page in a sandboxed ``iframe``, so its
+    styles and script stay inside it); :attr:`html` is the whole page and :attr:`path`
+    where it was written, if it was.
+    """
+
+    def __init__(self, report: Report, path: Path | None = None):
+        self.report = report
+        self.html = report.html()
+        self.path = path
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the page (atomically) to ``path``; returns the path."""
+        self.path = _write_text(path, self.html)
+        return self.path
+
+    def _repr_html_(self) -> str:
+        n = len(self.report.entries)
+        height = min(900, 190 + 600 * max(1, -(-n // 2)))
+        return (
+            f'<iframe class="capshap-report" sandbox="allow-scripts" title="{text(self.report.title)}" '
+            f'style="width:100%;height:{height}px;border:1px solid #ddd" srcdoc="{html.escape(self.html, quote=True)}">'
+            "</iframe>"
+        )
+
+    def __repr__(self) -> str:
+        where = f", path={str(self.path)!r}" if self.path is not None else ""
+        return (f"ReportPage(title={self.report.title!r}, images={len(self.report.entries)}, "
+                f"skipped={len(self.report.failures)}{where})")
+
+
+def report(
+    explanations: Any,
+    path: str | os.PathLike[str] | None = None,
+    title: str = "capshap explanations",
+    percentile: float = DEFAULT_PERCENTILE,
+) -> ReportPage:
+    """The HTML report of some explanations: one self-contained page (no network needed).
+
+    Parameters
+    ----------
+    explanations : Explanation or iterable of Explanation
+    path : path, optional
+        Where to write the page (e.g. ``"out/index.html"``); nothing is written without it.
+    title : str
+        The page's title.
+    percentile : float
+        Of |values| over each image's tokens, for its colour scale.
+
+    Returns
+    -------
+    ReportPage
+        Shows the page in a notebook (``display(capshap.report(exps))``); ``.html`` is the
+        page as a string, ``.path`` where it was written.
+    """
+    from capshap.explanation import Explanation
+
+    rep = Report(title, percentile=percentile)
+    for exp in [explanations] if isinstance(explanations, Explanation) else explanations:
+        rep.add(exp)
+    page = ReportPage(rep)
+    if path is not None:
+        page.write(path)
+    return page
 
 
 def write_report(explanations: Any, path: str | os.PathLike[str], title: str = "capshap explanations") -> Path:
     """Write the HTML report of some explanations to ``path``; returns the path."""
-    rep = Report(title)
-    for exp in explanations:
-        rep.add(exp)
-    return rep.write(path)
+    page = report(explanations, path, title)
+    assert page.path is not None
+    return page.path
+
+
+def _write_text(path: str | os.PathLike[str], content: str) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(content, encoding="utf-8")
+    os.replace(tmp, p)
+    return p
 
 
 _CSS = """
