@@ -405,7 +405,11 @@ def test_hf_captioner_through_the_cli_with_generation_settings(tmp_path, capsys)
     exp = Explanation.load(out / "2.npz")
     np.testing.assert_allclose(exp.values.astype(np.float64).sum((0, 1)), exp.outputs - exp.base_values,
                                rtol=1e-4, atol=1e-4)
-    # evaluate rebuilds the same captioner (with its generation settings) from the saved params
-    assert main(["evaluate", str(out), "--steps", "2", "--random-orders", "1", "--device", "cpu", "-q"]) == 0
+    # someone else's hf run is not rebuilt unless asked: the refusal names the flag
+    assert main(["evaluate", str(out), "--steps", "2", "--random-orders", "1", "--device", "cpu", "-q"]) == 2
+    assert "--trust-run" in capsys.readouterr().err
+    # with trust, evaluate rebuilds the same captioner (with its generation settings) from the run
+    assert main(["evaluate", str(out), "--steps", "2", "--random-orders", "1", "--device", "cpu", "-q",
+                 "--trust-run"]) == 0
     rows = json.loads((out / "metrics.json").read_text())["rows"]
     assert len(rows) == len(meta["tokens"])

@@ -90,7 +90,8 @@ def inputs_from(images: Any, settings: Settings, recursive: bool = False) -> Ite
     time), arrays (H, W, 3) or PIL images. A file that fails to load becomes an input with
     ``error`` set, so the caller can report it and go on."""
     if _is_path_list(images):
-        records = _images.iter_images(images, max_side=settings.max_side, recursive=recursive)
+        records = _images.iter_images(images, max_side=settings.max_side, recursive=recursive,
+                                       max_pixels=settings.max_pixels)
         for rec in records:
             yield ImageInput(
                 rec.name, rec.array, str(rec.path), rec.original_size, rec.error,
@@ -103,7 +104,7 @@ def inputs_from(images: Any, settings: Settings, recursive: bool = False) -> Ite
         name = f"image{i}"
         try:
             size = tuple(np.asarray(im).shape[:2]) if isinstance(im, np.ndarray) else None
-            arr = _images.load_image(im, max_side=settings.max_side, name=name)
+            arr = _images.load_image(im, max_side=settings.max_side, name=name, max_pixels=settings.max_pixels)
             yield ImageInput(name, arr, None, size or arr.shape[:2])
         except _images.ImageError as e:
             yield ImageInput(name, None, None, None, e)
@@ -332,7 +333,9 @@ def explain_image(
     }
     if settings is None:
         settings = Settings(
-            captioner=None, scorer=None, mask=params["mask"] if isinstance(params["mask"], str) and params["mask"] != "background image" else "image",
+            captioner=None, scorer=None,
+            mask="image" if isinstance(fill_name, np.ndarray) else (
+                fill_name if isinstance(fill_name, str) else _fill_text(fill_name)),
             max_evals=int(max_evals), batch_size=int(batch_size), fixed_context=fixed_context, seed=seed,
             tree=tree if isinstance(tree, str) else "custom", n_segments=int(n_segments), channels=bool(channels),
         )

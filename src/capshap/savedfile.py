@@ -243,7 +243,7 @@ def _check_shapes(npz: Path, js: Path, meta: dict[str, Any], h: dict[str, tuple[
             raise _bad(npz, key, f"must be one-dimensional, got shape {shape(key)}")
     kind("node_values", "fiu", "numbers")
     K = shape("nodes")[0]
-    if shape("node_values") != (K, T):
+    if shape("node_values") != (K, T) and not (K == 0 and math.prod(shape("node_values")) == 0):
         raise _bad(npz, "node_values", f"shape {shape('node_values')} does not match {K} nodes x {T} tokens")
     E = shape("coalition_lengths")[0]
     kind("scores", "fiu", "numbers")

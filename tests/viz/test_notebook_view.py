@@ -60,8 +60,10 @@ def test_repr_html_shows_caption_tokens_heatmap_and_parameters(exp):
     assert heat[:, 200:, 2].mean() > heat[:, 200:, 0].mean() + 20
     assert abs(int(heat[:, :100, 0].mean()) - int(heat[:, :100, 2].mean())) < 3
     assert "sun</b> total" in frag
-    # no settings: the run's parameters are listed instead
-    assert ">parameters</summary>" in frag and "<code>max_evals</code>" in frag
+    # explain_image records the settings it ran with; without any, the params are listed
+    assert "<code>max_evals</code>" in frag
+    bare = Explanation(**{**exp.__dict__, "settings": None})._repr_html_()
+    assert ">parameters</summary>" in bare and "<code>max_evals</code>" in bare
 
 
 def test_repr_html_lists_settings_and_original_size(exp):

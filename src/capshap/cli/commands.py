@@ -65,12 +65,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ImportError as e:
         err(f"capshap: error: evaluate is not available: {e}")
         return EXIT_FAILED
+    from capshap.metrics.rebuild import RebuildRefused
+
     try:
-        evaluate_run(
-            run_dir, args.boxes, device=args.device, cache_dir=args.cache, batch_size=args.batch_size,
-            steps=args.steps, random_orders=args.random_orders, seed=args.seed, tolerance=args.tolerance,
-            out=args.out,
+        res = evaluate_run(
+            run_dir, args.boxes, captioner=args.captioner, scorer=args.scorer, trust_run=args.trust_run,
+            device=args.device, cache_dir=args.cache, batch_size=args.batch_size, steps=args.steps,
+            random_orders=args.random_orders, seed=args.seed, tolerance=args.tolerance, out=args.out,
         )
+    except RebuildRefused as e:
+        raise UsageError(str(e)) from None
     except (FileNotFoundError, ValueError) as e:
         err(f"capshap: error: {reason(e)}")
         return EXIT_FAILED
@@ -81,7 +85,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             for line in md.read_text(encoding="utf-8").splitlines():
                 print(printable(line))
         print(printable(f"wrote {out / 'metrics.json'} and {md}"))
-    return EXIT_OK
+    failures = res.get("failures") or []
+    for f in failures:
+        err(f"capshap: skipped {f.get('file')}: {f.get('reason')}")
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 # -------------------------------------------------------------------------- version

@@ -217,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'capshap explain'")
     v.add_argument("--boxes", default=None, metavar="FILE",
                    help='JSON file of object boxes per image: {"image": [[x0, y0, x1, y1], ...]}')
+    v.add_argument("--captioner", default=None, metavar="SPEC",
+                   help="rebuild this captioner (registry spec) to re-score; it must equal the one the run "
+                   "stored. Without it only the builtin captioner is rebuilt from the run's files")
+    v.add_argument("--scorer", default=None, metavar="SPEC",
+                   help="rebuild this scorer; it must equal the run's. Without it only auto/own/presence "
+                   "are rebuilt from the run's files")
+    v.add_argument("--trust-run", action="store_true",
+                   help="rebuild everything the run stored (captioner, scorer, their options, prompt, "
+                   "generation settings). Only for runs you trust: hf: specs download and run models, "
+                   "azure uses your key")
     v.add_argument("--device", default=None, metavar="DEV", help="torch device for re-scoring")
     v.add_argument("--cache", default=None, metavar="DIR", help="caption cache folder (azure, hf)")
     v.add_argument("--batch-size", type=_positive_int("--batch-size"), default=50, metavar="N",
