@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from capshap.jsonable import jsonable
 from capshap.regions.tree import Tree
 from capshap.settings import Settings, settings_from_legacy_params
 
@@ -187,14 +187,14 @@ class Explanation:
             "tokens": list(self.tokens),
             "base_values": [float(v) for v in self.base_values],
             "outputs": [float(v) for v in self.outputs],
-            "params": _jsonable(self.params),
-            "settings": None if self.settings is None else _jsonable(self.settings.to_dict()),
+            "params": jsonable(self.params),
+            "settings": None if self.settings is None else jsonable(self.settings.to_dict()),
             "captions": self.captions,
-            "timings": _jsonable(self.timings),
-            "info": _jsonable(self.info),
+            "timings": jsonable(self.timings),
+            "info": jsonable(self.info),
             "tree": None if self.tree is None else {
                 "kind": self.tree.kind,
-                "params": _jsonable(self.tree.params),
+                "params": jsonable(self.tree.params),
                 # shap's axis-aligned tree is rebuilt from its shape on load instead of stored
                 **({"rebuild": "axis", "shape": list(self.tree.shape)} if axis else {}),
             },
@@ -409,24 +409,3 @@ def _safe_top_regions(exp: Explanation) -> list[list[dict[str, Any]]] | None:
 
         logging.getLogger(__name__).warning("could not compute the top regions of %s: %s", exp.name, e)
         return None
-
-
-def _jsonable(obj: Any) -> Any:
-    """JSON-ready copy: numpy scalars and arrays to Python, NaN and inf to None (so the
-    file stays valid JSON), anything else unknown to its repr."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer, int)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    return repr(obj)

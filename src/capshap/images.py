@@ -63,6 +63,8 @@ __all__ = [
     "load_image",
     "open_image_file",
     "fit",
+    "check_rgb",
+    "check_batch",
     "image_names",
     "to_rgb_uint8",
     "iter_images",
@@ -237,6 +239,28 @@ def _values_to_uint8(a: np.ndarray, what: str) -> np.ndarray:
         f"unsupported array dtype {a.dtype}; use uint8 (0-255), uint16, another integer "
         "type (clipped to 0-255), bool, or float (0-1 or 0-255)",
     )
+
+
+def check_rgb(image: Any, who: str, index: int | None = None) -> np.ndarray:
+    """``image`` as a C-contiguous uint8 (H, W, 3) array, or an error saying who needs it.
+
+    Unlike :func:`to_rgb_uint8` nothing is converted: models and maskers get exactly the
+    pixels the explainer made. Raises TypeError for another dtype, ValueError for another
+    shape or an empty image; the message names ``who`` and, in a batch, the ``index``.
+    """
+    a = np.asarray(image)
+    label = f"{who}: image {index}" if index is not None else who
+    if a.dtype != np.uint8:
+        raise TypeError(f"{label} has dtype {a.dtype}; expected uint8 RGB (H, W, 3) "
+                        "(convert with np.clip(x, 0, 255).astype(np.uint8))")
+    if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{label} has shape {a.shape}; expected uint8 RGB (H, W, 3)")
+    return np.ascontiguousarray(a)
+
+
+def check_batch(images: Any, who: str) -> list[np.ndarray]:
+    """Each image of a batch through :func:`check_rgb` -> a list of (H, W, 3) uint8 arrays."""
+    return [check_rgb(im, who, i) for i, im in enumerate(images)]
 
 
 def to_rgb_uint8(array: Any, *, name: str = "<array>") -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from capshap.masking import Fill, Masker
 from capshap.owen import check_params, owen
 from capshap.progress import Bars, wants_bars
 from capshap.regions import TREES, TreeSpec, make_tree
-from capshap.regions.tree import Tree
 from capshap.regions.user import TreeSource
 from capshap.scoring import bind_scorer, build_scorer, scorer_options
 from capshap.settings import Settings

@@ -105,7 +105,7 @@ class Settings:
     prompt: str | None = None
     generate: dict[str, Any] | None = None
     caption: str | None = None
-    tokens: str = "pieces"
+    tokens: str = "words"
     render_size: str | int = "full"
     cache_dir: str | None = None
 

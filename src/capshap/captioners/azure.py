@@ -75,6 +75,7 @@ from capshap.captioners.http import (
     RetryAnswer,
     Secret,
 )
+from capshap.images import check_rgb
 from capshap.interfaces import Captioner, ImageLimits
 from capshap.text import printable
 
@@ -485,12 +486,7 @@ class AzureCaptioner(Captioner):
 
     @staticmethod
     def _check_array(image: Any, label: str) -> np.ndarray:
-        arr = np.asarray(image)
-        if arr.dtype != np.uint8:
-            raise TypeError(f"{label} has dtype {arr.dtype}; expected uint8 RGB (H, W, 3)")
-        if arr.ndim != 3 or arr.shape[2] != 3:
-            raise ValueError(f"{label} has shape {arr.shape}; expected uint8 RGB (H, W, 3)")
-        return np.ascontiguousarray(arr)
+        return check_rgb(image, label)
 
     def _encode(self, image: np.ndarray, label: str, index: int) -> bytes:
         """Check the limits and encode ``image`` (H, W, 3) uint8 in memory -> file bytes."""

@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from capshap.images import check_batch
+from capshap.scoring.logodds import logsumexp
 from capshap.interfaces import Captioner, Scorer
 
 __all__ = [
@@ -166,12 +168,6 @@ def _fold_for_inference(model: Any) -> None:
             module.inplace = True
 
 
-def _logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(x - m), axis=axis))
-
-
 def label_scores(logits: np.ndarray, classes: Sequence[int], score: str = "logodds") -> np.ndarray:
     """Score of the label made of ``classes`` from class logits.
 
@@ -186,31 +182,17 @@ def label_scores(logits: np.ndarray, classes: Sequence[int], score: str = "logod
     idx = np.asarray(sorted(set(int(c) for c in classes)), dtype=np.int64)
     if idx.size == 0 or idx[0] < 0 or idx[-1] >= z.shape[1]:
         raise ValueError(f"classes {list(classes)} out of range for {z.shape[1]} classes")
-    inside = _logsumexp(z[:, idx])
+    inside = logsumexp(z[:, idx])
     if score == "logodds":
         rest = np.delete(z, idx, axis=1)
-        return inside - _logsumexp(rest) if rest.shape[1] else np.full(len(z), np.inf)
+        return inside - logsumexp(rest) if rest.shape[1] else np.full(len(z), np.inf)
     if score == "logprob":
-        return inside - _logsumexp(z)
+        return inside - logsumexp(z)
     raise ValueError(f"score must be one of {_SCORES}, got {score!r}")
 
 
 def _check_images(images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
-    out = []
-    for i, im in enumerate(images):
-        a = np.asarray(im)
-        if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
-            raise ValueError(
-                f"image {i} has shape {a.shape}; the built-in captioner needs uint8 RGB "
-                "arrays of shape (H, W, 3)"
-            )
-        if a.dtype != np.uint8:
-            raise TypeError(
-                f"image {i} has dtype {a.dtype}; the built-in captioner needs uint8 RGB "
-                "(convert with np.clip(x, 0, 255).astype(np.uint8))"
-            )
-        out.append(a)
-    return out
+    return check_batch(images, "the built-in captioner")
 
 
 class BuiltinCaptioner(Captioner):
@@ -369,10 +351,10 @@ class BuiltinCaptioner(Captioner):
         """(N, 1000) class logits -> (N, L) float64 log-probabilities of the L = 998 unique
         labels (in :attr:`unique_labels` order; duplicate lemmas sum their classes)."""
         z = np.asarray(logits, dtype=np.float64)
-        lsm = z - _logsumexp(z)[:, None]
+        lsm = z - logsumexp(z)[:, None]
         out = lsm[:, self._first_idx]
         for j, cls in self._multi:
-            out[:, j] = _logsumexp(lsm[:, list(cls)])
+            out[:, j] = logsumexp(lsm[:, list(cls)])
         return out
 
     @property

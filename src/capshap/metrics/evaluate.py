@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from capshap.explanation import Explanation
-from capshap.explanation import _jsonable as _clean
+from capshap.jsonable import jsonable as _clean
 from capshap.explanation import _load_settings
 from capshap.interfaces import Scorer, ScorerFactory
 from capshap.metrics.curves import check_curve_params, deletion_insertion, nanmean

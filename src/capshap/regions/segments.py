@@ -63,7 +63,6 @@ tree, so they never decrease towards the root (scipy's dendrogram convention).
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import time
 from typing import Any, Sequence
@@ -71,6 +70,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from capshap.jsonable import jsonable
 from capshap.regions.tree import Tree
 
 __all__ = ["segments", "from_labels", "from_masks", "oversegment", "METHODS"]
@@ -105,19 +105,6 @@ def _as_rgb(image: Any, what: str = "image") -> np.ndarray:
 
 def _hw(shape: Sequence[int]) -> str:
     return f"{shape[0]}x{shape[1]} (H x W)"
-
-
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, np.generic):
-            v = v.item()
-        try:
-            json.dumps(v)
-        except (TypeError, ValueError):
-            v = repr(v)
-        out[k] = v
-    return out
 
 
 # -- label maps -----------------------------------------------------------------------
@@ -352,7 +339,7 @@ def _build(
     params = dict(params, n_leaves=int(M), depth=depth, **weights)
     logger.debug("segment tree: %d leaves, depth %d (log2 M = %.1f), merged in %.3f s",
                  M, depth, np.log2(max(M, 1)), time.perf_counter() - t0)
-    return Tree(linkage, leaf_map, kind=kind, params=_jsonable(params))
+    return Tree(linkage, leaf_map, kind=kind, params=jsonable(params))
 
 
 def _weights(

@@ -24,10 +24,7 @@ __all__ = [
     "SCORE_CAP",
     "check_score",
     "log1mexp",
-    "logodds_from_logprob",
-    "token_logodds",
-    "token_logprob",
-    "token_scores",
+    "logsumexp",
     "token_scores_torch",
 ]
 
@@ -61,16 +58,8 @@ def log1mexp(lp: np.ndarray) -> np.ndarray:
         return np.where(lp > -np.log(2.0), np.log(-np.expm1(lp)), np.log1p(-np.exp(lp)))
 
 
-def logodds_from_logprob(lp: np.ndarray) -> np.ndarray:
-    """log p - log(1 - p) from log p (float64). When p rounds to 1 in float64 (lp == 0) the
-    result is capped at SCORE_CAP; prefer :func:`token_logodds`, which works from logits and
-    stays exact there."""
-    lp = np.asarray(lp, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return _cap(lp - log1mexp(lp))
-
-
-def _logsumexp(z: np.ndarray, axis: int = -1) -> np.ndarray:
+def logsumexp(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log(sum(exp(z))) along ``axis`` in float64, stable for large and -inf entries."""
     m = np.max(z, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     with np.errstate(divide="ignore"):
@@ -78,44 +67,9 @@ def _logsumexp(z: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.squeeze(out, axis=axis)
 
 
-def _gather(logits: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    z = np.asarray(logits, dtype=np.float64)
-    ids = np.broadcast_to(np.asarray(ids, dtype=np.int64), z.shape[:-1])
-    zy = np.take_along_axis(z, ids[..., None], axis=-1)[..., 0]
-    return z, zy
-
-
-def token_logprob(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """log p(ids) under softmax(logits).
-
-    logits: (..., V) float; ids: integer array broadcastable to logits.shape[:-1].
-    Returns (...) float64, capped at -SCORE_CAP.
-    """
-    z, zy = _gather(logits, ids)
-    return _cap(zy - _logsumexp(z))
-
-
-def token_logodds(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """log p - log(1 - p) of ids under softmax(logits), as z_y - logsumexp(other logits).
-
-    logits: (..., V) float; ids: integer array broadcastable to logits.shape[:-1].
-    Returns (...) float64: finite for any finite logits (capped at +-SCORE_CAP otherwise).
-    """
-    z, zy = _gather(logits, ids)
-    others = z.copy()
-    np.put_along_axis(others, np.broadcast_to(np.asarray(ids, dtype=np.int64), z.shape[:-1])[..., None], -np.inf, axis=-1)
-    with np.errstate(invalid="ignore"):
-        return _cap(zy - _logsumexp(others))
-
-
-def token_scores(logits: np.ndarray, ids: np.ndarray, score: str = "logodds") -> np.ndarray:
-    """:func:`token_logodds` or :func:`token_logprob`, chosen by ``score``."""
-    check_score(score)
-    return token_logodds(logits, ids) if score == "logodds" else token_logprob(logits, ids)
-
-
 def token_scores_torch(logits: Any, ids: Any, score: str = "logodds") -> np.ndarray:
-    """Torch version of :func:`token_scores`: computed in float64 on the logits' device.
+    """Per-token scores from logits, ``score`` = "logodds" (z_y - logsumexp of the other logits, finite
+    where p rounds to 1) or "logprob": computed in float64 on the logits' device.
 
     logits: torch tensor (N, T, V) of any float dtype; ids: long tensor (T,) or (N, T) on the
     same device. Returns (N, T) float64 numpy.
