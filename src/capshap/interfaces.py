@@ -95,17 +95,52 @@ class FunctionCaptioner(Captioner):
     """Wraps a plain Python function as a captioner.
 
     ``fn`` takes one image (H, W, 3) uint8 and returns a string, or, with ``batched=True``,
-    takes a list of images and returns a list of strings.
+    takes a list of images and returns a list of strings. With ``paths=True`` it takes the
+    path of an image file instead, as the SHAP notebook's ``get_caption(path)`` does: each
+    (masked) image is written to a temporary PNG, the function is called on its path, and
+    the file is removed.
+
+    Examples
+    --------
+    >>> cap = FunctionCaptioner(get_caption, paths=True)   # doctest: +SKIP
     """
 
-    def __init__(self, fn: Callable[..., Any], batched: bool = False, name: str | None = None):
+    def __init__(self, fn: Callable[..., Any], batched: bool = False, name: str | None = None, paths: bool = False):
+        if batched and paths:
+            raise ValueError("paths=True takes one path at a time; it cannot be combined with batched=True")
         self.fn = fn
         self.batched = batched
+        self.paths = paths
         self._name = name or getattr(fn, "__name__", "function")
 
     @property
     def name(self) -> str:
         return self._name
+
+    def _call(self, image: np.ndarray) -> Any:
+        if self.paths:
+            import os
+            import tempfile
+
+            from PIL import Image
+
+            fd, path = tempfile.mkstemp(prefix="capshap-", suffix=".png")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    Image.fromarray(image).save(f, format="PNG")
+                return self.fn(path)
+            finally:
+                os.unlink(path)
+        try:
+            return self.fn(image)
+        except (TypeError, AttributeError, OSError) as e:
+            if "str" in str(e) or "path" in str(e).lower() or "ndarray" in str(e):
+                raise TypeError(
+                    f"captioner function {self._name!r} failed on an image array ({e}); it receives a uint8 "
+                    "(H, W, 3) numpy array. If it takes a file path (like the SHAP notebook's get_caption(path)), "
+                    "wrap it: capshap.FunctionCaptioner(fn, paths=True)"
+                ) from e
+            raise
 
     def caption(self, images: Sequence[np.ndarray]) -> list[str]:
         if self.batched:
@@ -116,7 +151,7 @@ class FunctionCaptioner(Captioner):
                     f"{len(images)} images; a batched captioner must return one string per image"
                 )
         else:
-            out = [self.fn(im) for im in images]
+            out = [self._call(im) for im in images]
         for c in out:
             if not isinstance(c, str):
                 raise TypeError(

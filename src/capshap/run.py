@@ -26,14 +26,15 @@ import numpy as np
 
 from capshap import images as _images
 from capshap.explanation import Explanation
-from capshap.interfaces import Captioner, MaskerLike, Scorer, as_captioner
+from capshap.interfaces import Captioner, ImageLimits, MaskerLike, Scorer, as_captioner
 from capshap.masking import Fill, Masker
 from capshap.owen import check_params, owen
 from capshap.progress import Bars, wants_bars
 from capshap.regions import TREES, TreeSpec, make_tree
 from capshap.regions.user import TreeSource
 from capshap.scoring import bind_scorer, build_scorer, scorer_options
-from capshap.settings import Settings
+from capshap.scoring.contrast import ContrastScorer
+from capshap.settings import SettingError, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ __all__ = [
     "explain_input",
     "run_serial",
     "inputs_from",
+    "limits_of",
 ]
 
 _SETTING_NAMES = {f.name for f in fields(Settings)}
@@ -84,10 +86,23 @@ def _is_path_list(images: Any) -> bool:
     )
 
 
-def inputs_from(images: Any, settings: Settings, recursive: bool = False) -> Iterator[ImageInput]:
+def inputs_from(
+    images: Any, settings: Settings, recursive: bool = False, limits: ImageLimits | None = None,
+    who: str = "the captioner",
+) -> Iterator[ImageInput]:
     """:class:`ImageInput` per image: from paths (files and folders, loaded lazily, one at a
-    time), arrays (H, W, 3) or PIL images. A file that fails to load becomes an input with
-    ``error`` set, so the caller can report it and go on."""
+    time), arrays (H, W, 3) or PIL images. A file that fails to load, or that ``limits``
+    (the captioner's) refuse, becomes an input with ``error`` set, so the caller can report
+    it and go on before any work is spent on it."""
+    for item in _inputs(images, settings, recursive):
+        if limits is not None and item.array is not None:
+            reason = limits.check(item.array.shape, who)
+            if reason is not None:
+                item = ImageInput(item.name, None, item.source, item.original_size, _images.ImageError(item.name, reason))
+        yield item
+
+
+def _inputs(images: Any, settings: Settings, recursive: bool) -> Iterator[ImageInput]:
     if _is_path_list(images):
         records = _images.iter_images(images, max_side=settings.max_side, recursive=recursive,
                                        max_pixels=settings.max_pixels)
@@ -207,11 +222,33 @@ def prepare(
     if scorer is None or isinstance(scorer, str):
         if cap is None:
             raise ValueError("scorer specs need a captioner: pass captioner= or settings.captioner")
-        factory: Any = build_scorer(settings.scorer, cap, scorer_options(settings, cap), device=settings.device)
+        opts = scorer_options(settings, cap)
+        if settings.contrast is not None:  # whole-caption log-probabilities of both captions
+            opts.update(score="logprob", merge_words=False)
+        factory: Any = build_scorer(settings.scorer, cap, opts, device=settings.device)
+        if settings.contrast is not None:
+            from capshap.scoring.own import OwnHead
+            from capshap.scoring.presence import PresenceScorer
+
+            if isinstance(factory, PresenceScorer):
+                raise SettingError("contrast", settings.contrast,
+                                   "needs log-probabilities, and this captioner has no language head: "
+                                   "use --scorer surrogate:LM")
+            assert isinstance(factory, OwnHead) or hasattr(factory, "bind")
+            factory = ContrastScorer(factory, settings.contrast)
     else:
-        factory = scorer
+        factory = scorer if settings.contrast is None else ContrastScorer(scorer, settings.contrast)
     trees = TREES.create(settings.tree) if tree is None and masker is None else None
     return Parts(settings, cap, factory, trees, tree, fill, masker)
+
+
+def limits_of(parts: Parts) -> tuple[ImageLimits | None, str]:
+    """The captioner's input limits (None when the caption is given and nothing is captioned
+    whole) and its name, for load-time checks."""
+    cap = parts.captioner
+    if cap is None:
+        return None, "the captioner"
+    return getattr(cap, "limits", None), getattr(cap, "name", type(cap).__name__)
 
 
 def _fill_text(mask: Any) -> str:
@@ -564,13 +601,18 @@ def explain(
     if captioner is None and s.captioner is None and s.caption is None:
         raise ValueError("captioner=None and settings.captioner=None: name a captioner or give caption=")
     parts = prepare(s, captioner=captioner, scorer=scorer, tree=tree, mask=mask, masker=masker)
-    items = list(inputs_from(images, parts.settings, recursive=recursive)) if not _is_path_list(images) else None
-    n = len(items) if items is not None else None
+    limits, who = limits_of(parts)
+    if _is_path_list(images):
+        items: Any = None
+        n = len(_images.image_names(images, recursive))
+    else:
+        items = list(inputs_from(images, parts.settings, recursive, limits, who))
+        n = len(items)
     bars = Bars(n, wants_bars(progress))
     out: list[Explanation] = []
     try:
-        for res in run_serial(items if items is not None else inputs_from(images, parts.settings, recursive), parts,
-                              n_images=n, bars=bars):
+        source = items if items is not None else inputs_from(images, parts.settings, recursive, limits, who)
+        for res in run_serial(source, parts, n_images=n, bars=bars):
             if res.ok:
                 assert res.explanation is not None
                 out.append(res.explanation)

@@ -77,6 +77,9 @@ class Settings:
         Captioning prompt and generation settings for Hugging Face captioners.
     caption
         Explain this caption instead of the captioner's own (None: generate one).
+    contrast
+        Explain why the model prefers its caption over this one: the score is the
+        whole-caption log-probability difference (see :mod:`capshap.scoring.contrast`).
     tokens
         ``"words"`` (sub-word pieces merged, their values summed) or ``"pieces"``.
     render_size
@@ -105,6 +108,7 @@ class Settings:
     prompt: str | None = None
     generate: dict[str, Any] | None = None
     caption: str | None = None
+    contrast: str | None = None
     tokens: str = "words"
     render_size: str | int = "full"
     cache_dir: str | None = None
@@ -139,6 +143,12 @@ class Settings:
                 raise SettingError("mask", self.mask, str(e)) from None
         if self.caption is not None and not str(self.caption).strip():
             raise SettingError("caption", self.caption, "is empty; give the caption to explain, or None to generate one")
+        if self.contrast is not None:
+            if not str(self.contrast).strip():
+                raise SettingError("contrast", self.contrast, "is empty; give the caption to compare against")
+            if (self.scorer or "auto").partition(":")[0].lower() not in ("auto", "own", "surrogate"):
+                raise SettingError("contrast", self.contrast,
+                                   f"needs log-probabilities: use --scorer own or surrogate, not {self.scorer}")
         for name in ("captioner_options", "scorer_options"):
             if not isinstance(getattr(self, name), dict):
                 raise SettingError(name, getattr(self, name), "must be a dict of option names to values")
@@ -196,7 +206,7 @@ def settings_from_legacy_params(params: dict[str, Any]) -> Settings:
     Such files keep loading: their ``params`` become these settings (fields that 0.1 did
     not record keep their defaults).
     """
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"tokens": "pieces"}  # 0.1 scored the model's pieces
     for key in ("max_evals", "batch_size", "fixed_context", "seed", "channels", "max_side", "device", "prompt"):
         if key in params:
             kw[key] = params[key]

@@ -38,6 +38,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             prompt=args.prompt,
             generate=parse_options(args.generate, "--generate") or None,
             caption=args.caption,
+            contrast=args.contrast,
             tokens=args.tokens,
             cache_dir=args.cache,
         )
@@ -52,7 +53,7 @@ def _usage(e: ValueError) -> UsageError:
 def cmd_explain(args: argparse.Namespace) -> int:
     from capshap.images import ImageError, image_names
     from capshap.progress import Bars
-    from capshap.run import inputs_from, prepare, run_serial
+    from capshap.run import inputs_from, limits_of, prepare, run_serial
 
     # ---- validate everything before any model loads or any image is read
     try:
@@ -82,7 +83,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _usage(e) from None
     try:
-        items = inputs_from(args.paths, parts.settings, recursive=args.recursive)
+        limits, who = limits_of(parts)
+        items = inputs_from(args.paths, parts.settings, args.recursive, limits, who)
     except (ImageError, ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
     out.mkdir(parents=True, exist_ok=True)

@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="explain whole words (sub-word pieces merged, their values summed) or the model's pieces")
     e.add_argument("--caption", default=None, metavar="TEXT",
                    help="explain this caption instead of the one the captioner writes (own-head and surrogate scorers)")
+    e.add_argument("--contrast", default=None, metavar="TEXT",
+                   help="explain why the model prefers its caption over TEXT: the score is log p(caption) - "
+                   "log p(TEXT), whole captions, teacher-forced (own-head and surrogate scorers)")
     e.add_argument("--mask", default="inpaint_ns", metavar="FILL", help="how hidden regions are filled: " + FILL_HELP.replace(", or a background image array", ""))
     e.add_argument("--max-evals", type=_positive_int("--max-evals", 2), default=300, metavar="N",
                    help="model evaluations per image (the budget)")
