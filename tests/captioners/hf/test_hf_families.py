@@ -58,3 +58,18 @@ def test_classic_families_report_their_input_size():
         assert cap.input_size == (tm.IMAGE, tm.IMAGE)
         enc = cap.adapter.pixel_values([np.zeros((50, 70, 3), np.uint8)])
         assert tuple(enc.shape[-2:]) == cap.input_size
+
+
+def test_a_given_caption_that_does_not_round_trip_warns_with_its_tokens(caplog):
+    import logging
+
+    cap = HFCaptioner(tm.git_dir(), device="cpu")  # lower-case WordPiece: no emoji, no capitals
+    caption = "a dog \U0001f436 on the grass"
+    with caplog.at_level(logging.WARNING, logger="capshap.captioners.hf"):
+        scorer = cap.own_scorer(caption)
+    assert "does not round-trip" in caplog.text and repr(caption) in caplog.text and "[UNK]" in caplog.text
+    assert "[UNK]" not in scorer.tokens  # special tokens are fed, not scored
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="capshap.captioners.hf"):
+        cap.own_scorer("A Dog on  the grass")  # case and spacing aside, it round-trips
+    assert "round-trip" not in caplog.text

@@ -151,13 +151,17 @@ class ChatAdapter(FamilyAdapter):
 
     def answer_ids(self, caption: str) -> list[int]:
         """The caption tokenized after the prompt, as the model would write it (e.g. with the
-        leading space after "ASSISTANT:"); plain tokenization where that is not prefix-stable."""
+        leading space after "ASSISTANT:"); plain tokenization where that is not prefix-stable.
+        Text that looks like a special token stays text, so a caption cannot inject image
+        placeholders or end-of-turn tokens."""
+        # special-token text in a caption ("<image>") stays text: split_special_tokens
+        kw = {"add_special_tokens": False, "split_special_tokens": True}
         context = self.context_text()
-        a = self.tokenizer(context, add_special_tokens=False)["input_ids"]
-        b = self.tokenizer(context + caption, add_special_tokens=False)["input_ids"]
+        a = self.tokenizer(context, **kw)["input_ids"]
+        b = self.tokenizer(context + caption, **kw)["input_ids"]
         if len(b) > len(a) and list(b[: len(a)]) == list(a):
             return [int(i) for i in b[len(a):]]
-        return [int(i) for i in self.tokenizer(self.answer_sep + caption, add_special_tokens=False)["input_ids"]]
+        return [int(i) for i in self.tokenizer(self.answer_sep + caption, **kw)["input_ids"]]
 
     def forced_inputs(self, images: Sequence[np.ndarray], ids: Sequence[int]) -> dict[str, Any]:
         """Model inputs for n images of one shape with ``ids[:-1]`` appended as the answer."""
