@@ -27,7 +27,7 @@ import numpy as np
 
 from tiny_models import CAPTIONS
 
-FAMILIES = ("llava", "qwen2_vl", "idefics3", "paligemma")
+FAMILIES = ("llava", "qwen2_vl", "idefics3", "paligemma", "gemma3")
 
 HIDDEN = 32
 LAYERS = 2
@@ -51,6 +51,8 @@ _SPECIALS = {
     "idefics3": ["<|begin_of_text|>", "<|end_of_text|>", "<unk>", "<|finetune_right_pad_id|>",
                  "<end_of_utterance>", "<fake_token_around_image>", "<image>", "<global-img>"],
     "paligemma": ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"],
+    "gemma3": ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+               "<end_of_image>", "<image_soft_token>"],
 }
 
 LLAVA_TEMPLATE = (
@@ -76,6 +78,14 @@ IDEFICS3_TEMPLATE = (
     "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
     "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' "
+    "else message['role'] %}{{ '<start_of_turn>' + role + '\n' }}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ '<start_of_image>' }}{% elif item['type'] == 'text' %}"
+    "{{ item['text'] | trim }}{% endif %}{% endfor %}{{ '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
 
 
@@ -235,7 +245,37 @@ def _paligemma(folder: str, std: float) -> None:
     proc.save_pretrained(folder)
 
 
-_BUILDERS = {"llava": _llava, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3, "paligemma": _paligemma}
+def _gemma3(folder: str, std: float) -> None:
+    import torch
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
+
+    tok = _tokenizer("gemma3", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+                     image_token="<image_soft_token>", boi_token="<start_of_image>", eoi_token="<end_of_image>")
+    eot = tok.convert_tokens_to_ids("<end_of_turn>")
+    text = _text_config(len(tok), std, bos_token_id=tok.bos_token_id, eos_token_id=[tok.eos_token_id, eot],
+                        pad_token_id=tok.pad_token_id)
+    text.update(head_dim=HIDDEN // HEADS, num_key_value_heads=1, sliding_window=64, query_pre_attn_scalar=HIDDEN // HEADS)
+    cfg = Gemma3Config(
+        text_config=text, vision_config=dict(model_type="siglip_vision_model", **_vision_config(std)),
+        mm_tokens_per_image=4, image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),
+        boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
+        eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
+    )
+    cfg.initializer_range = std
+    model = _init(Gemma3ForConditionalGeneration, cfg, 15)
+    with torch.no_grad():  # random initialisation zeroes the projector: the image would not matter
+        torch.manual_seed(16)
+        for p in model.model.multi_modal_projector.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, std)
+    _finish(model, tok, folder, [tok.eos_token_id, eot], 15)
+    ip = Gemma3ImageProcessorPil(size={"height": IMAGE, "width": IMAGE})
+    Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=4,
+                    chat_template=GEMMA3_TEMPLATE).save_pretrained(folder)
+
+
+_BUILDERS = {"llava": _llava, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3, "paligemma": _paligemma,
+             "gemma3": _gemma3}
 
 
 def build(family: str, folder: str, std: float = 0.02) -> str:

@@ -21,7 +21,7 @@ from capshap.captioners.hf.families import adapter_for, register  # noqa: E402
 
 def test_every_family_is_registered_by_model_type():
     fams = supported_families()
-    assert set(fams) == {"encoder-decoder", "blip", "git", "llava", "qwen2-vl", "idefics3", "paligemma"}
+    assert set(fams) == {"encoder-decoder", "blip", "git", "llava", "qwen2-vl", "idefics3", "paligemma", "gemma3"}
     assert "qwen2_5_vl" in fams["qwen2-vl"] and "smolvlm" in fams["idefics3"]
     for name, types in fams.items():
         for mt in types:

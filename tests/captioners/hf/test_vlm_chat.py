@@ -1,4 +1,4 @@
-"""Chat vision-language models in process (LLaVA, Qwen2-VL, Idefics3, PaliGemma) on tiny
+"""Chat vision-language models in process (LLaVA, Qwen2-VL, Idefics3, PaliGemma, Gemma 3) on tiny
 random models built on the spot (tests/tiny_vlms.py), loaded through HFCaptioner(folder) as a
 user would."""
 
@@ -23,9 +23,11 @@ import capshap  # noqa: E402
 from capshap.captioners.hf import CHAT_PROMPT, EmptyCaptionError, HFCaptioner, OwnHeadScorer  # noqa: E402
 from capshap.scoring.logodds import log1mexp  # noqa: E402
 
-STD = 0.5  # large enough that the image matters and greedy captions vary
+# init std: large enough that the image matters and greedy captions vary (Gemma 3 at 0.5
+# repeats one whitespace token, so less there)
+STD = {"gemma3": 0.1}
 GEN = {"max_new_tokens": 6}
-KIND = {"llava": "llava", "qwen2_vl": "qwen2-vl", "idefics3": "idefics3", "paligemma": "paligemma"}
+KIND = {"llava": "llava", "qwen2_vl": "qwen2-vl", "idefics3": "idefics3", "paligemma": "paligemma", "gemma3": "gemma3"}
 
 _CAPS: dict = {}
 
@@ -35,7 +37,7 @@ def captioner(family: str, **kw) -> HFCaptioner:
     key = (family, tuple(sorted((k, repr(v)) for k, v in kw.items())))
     if key not in _CAPS:
         opts = {"device": "cpu", "batch_size": 3, "generate_kwargs": GEN, **kw}
-        _CAPS[key] = HFCaptioner(tv.path(family, std=STD), **opts)
+        _CAPS[key] = HFCaptioner(tv.path(family, std=STD.get(family, 0.5)), **opts)
     return _CAPS[key]
 
 
@@ -74,10 +76,10 @@ def test_loads_from_a_folder_with_the_familys_default_prompt(family, tmp_path):
     text = cap.adapter.prompt_text()
     assert cap.prompt in text
     # the size the processor resizes to (Qwen2-VL and Idefics3 keep the aspect ratio: None)
-    expected = {"llava": (32, 32), "paligemma": (32, 32)}.get(family)
+    expected = {"llava": (32, 32), "paligemma": (32, 32), "gemma3": (32, 32)}.get(family)
     assert cap.input_size == expected
     # a tiny model is small and quick to build, and builds the same weights every time
-    folder = tv.build(family, str(tmp_path / family), std=STD)
+    folder = tv.build(family, str(tmp_path / family), std=STD.get(family, 0.5))
     assert sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) < 1_000_000
     other = HFCaptioner(folder, device="cpu", generate_kwargs=GEN)
     im = tv.images(1, size=40, seed=9)

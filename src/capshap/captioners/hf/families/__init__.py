@@ -5,7 +5,16 @@ with a :class:`FamilyAdapter` subclass decorated with ``@register("model_type", 
 import it below.
 """
 
-from capshap.captioners.hf.families import blip, encoder_decoder, git, idefics3, llava, paligemma, qwen2_vl  # noqa: F401
+from capshap.captioners.hf.families import (  # noqa: F401
+    blip,
+    encoder_decoder,
+    gemma3,
+    git,
+    idefics3,
+    llava,
+    paligemma,
+    qwen2_vl,
+)
 from capshap.captioners.hf.families.base import (
     FamilyAdapter,
     UnsupportedFamilyError,

@@ -38,13 +38,15 @@ class ChatAdapter(FamilyAdapter):
 
     Class attributes a family sets: ``answer_sep`` (text between the generation prompt and
     the answer when a caption is tokenized, e.g. " " after "ASSISTANT:"), ``answer_fill``
-    (value of per-token inputs such as ``token_type_ids`` over the answer; 0 if not named).
+    (value of per-token inputs such as ``token_type_ids`` over the answer; 0 if not named),
+    ``nested_images`` (the processor takes one list of images per sample).
     """
 
     default_prompt = CHAT_PROMPT
     empty_answer_is_error = True
     answer_sep: ClassVar[str] = ""
     answer_fill: ClassVar[dict[str, int]] = {"attention_mask": 1}
+    nested_images: ClassVar[bool] = False
 
     # -- set up ------------------------------------------------------------------------
 
@@ -108,7 +110,9 @@ class ChatAdapter(FamilyAdapter):
     def process(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
         """Processor call for n images with the prompt -> dict of tensors (CPU)."""
         text = self.prompt_text()
-        return dict(self.processor(images=self.pil(images), text=[text] * len(images), return_tensors="pt"))
+        pil = self.pil(images)
+        batch = [[im] for im in pil] if self.nested_images else pil
+        return dict(self.processor(images=batch, text=[text] * len(images), return_tensors="pt"))
 
     def encode(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
         """Model inputs for n images of one shape: tensors on the device, floats in the
