@@ -73,3 +73,17 @@ def test_a_given_caption_that_does_not_round_trip_warns_with_its_tokens(caplog):
     with caplog.at_level(logging.WARNING, logger="capshap.captioners.hf"):
         cap.own_scorer("A Dog on  the grass")  # case and spacing aside, it round-trips
     assert "round-trip" not in caplog.text
+
+
+def test_a_processor_that_needs_a_missing_package_says_which():
+    from capshap.captioners.hf import ModelLoadError, load_pretrained
+
+    class NeedsTorchvision:
+        @staticmethod
+        def from_pretrained(name, **kw):
+            raise ImportError("Qwen2VLVideoProcessor requires the Torchvision library but it was not found")
+
+    with pytest.raises(ModelLoadError) as err:
+        load_pretrained(NeedsTorchvision, "some/vlm", "processor")
+    msg = str(err.value)
+    assert "'some/vlm'" in msg and "processor" in msg and "Torchvision" in msg and "install" in msg

@@ -95,8 +95,8 @@ def load_pretrained(loader: Any, name: str, what: str, hint: str = "", **kwargs:
 
     ``what`` names what was being loaded ("image captioning model", "tokenizer", ...). A
     model that cannot be found or read raises :class:`ModelLoadError` naming the id, where it
-    looked and how to work offline; a model of the wrong kind raises ValueError naming its
-    type, followed by ``hint``.
+    looked and how to work offline (or which missing package it needs); a model of the wrong
+    kind raises ValueError naming its type, followed by ``hint``.
     """
     try:
         return loader.from_pretrained(name, **kwargs)
@@ -106,6 +106,12 @@ def load_pretrained(loader: Any, name: str, what: str, hint: str = "", **kwargs:
         if "Unrecognized" in msg:
             raise ValueError(f"{name!r} is not a model capshap can load as the {what}: {first} {hint}".rstrip()) from err
         raise ModelLoadError(f"{_not_found_message(name, what)} (transformers said: {first})") from err
+    except ImportError as err:  # e.g. a processor that needs torchvision or num2words
+        msg = " ".join(str(err).split())
+        raise ModelLoadError(
+            f"could not load the {what} of {name!r}: it needs a package that is not installed ({msg}); "
+            "install it into this environment (for torchvision, the build that matches your torch) and retry"
+        ) from err
     except OSError as err:
         msg = str(err).strip()
         first = msg.splitlines()[0] if msg else repr(err)
