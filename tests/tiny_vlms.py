@@ -1,18 +1,23 @@
 """Tiny random-weight chat vision-language models for offline tests.
 
-``build(family, folder, std=0.02) -> folder`` builds one model of a chat VLM family with
-random weights (hidden size 32, 2 layers, 32x32 px images; Qwen2-VL 56x56), a byte-level BPE
-tokenizer trained on the spot, a hand-written chat template that imitates the real one, and
-saves model + processor with ``save_pretrained``: the folder loads back through
-``AutoProcessor`` / ``AutoModelForImageTextToText`` (and ``HFCaptioner(folder)``) like a hub
-model. Each build takes well under a second and writes well under 1 MB.
+``build(family, folder, std=0.02) -> folder`` builds one model of a chat VLM family
+(:data:`FAMILIES`: "llava", "qwen2_vl", "idefics3", "paligemma", "gemma3") with random
+weights (hidden size 32, 2 layers, 32x32 px images; Qwen2-VL 56x56), a byte-level BPE
+tokenizer trained on the spot, a hand-written chat template that imitates the real one,
+and saves model + processor with ``save_pretrained``: the folder loads back through
+``AutoProcessor`` / ``AutoModelForImageTextToText`` and ``HFCaptioner(folder)`` like a hub
+model (Qwen2-VL: image processor + tokenizer only, as its processor needs torchvision).
+Each build takes well under a second and writes well under 1 MB; the same arguments give
+byte-identical files in any process (seeded weights, deterministic tokenizer training).
 
 ``path(family, std=...)`` builds once per process into a temporary folder (removed at exit)
-and returns the same folder afterwards. ``FAMILIES`` lists the families.
+and returns the same folder afterwards.
 
 ``std`` is the initialisation std of every weight (``initializer_range``). At the default
-0.02 images change the log-probabilities only slightly; 0.5 makes them matter and makes
-greedy captions non-trivial.
+0.02 images change the log-probabilities only slightly; 0.5 (0.1 for Gemma 3, whose greedy
+answer degenerates into one whitespace token at 0.5) makes them matter and makes greedy
+captions non-trivial. Gemma 3's projector, zeroed by its random initialisation, is
+re-drawn with the same std.
 """
 
 from __future__ import annotations
@@ -129,7 +134,8 @@ def _vision_config(std: float) -> dict:
     )
 
 
-def _finish(model, tok, folder: str, eos: int | list[int], seed: int) -> None:
+def _finish(model, tok, folder: str, eos: int | list[int]) -> None:
+    """Greedy generation config with the family's end-of-answer ids; save the weights."""
     gen = model.generation_config
     gen.eos_token_id = eos
     gen.pad_token_id = tok.pad_token_id
@@ -160,7 +166,7 @@ def _llava(folder: str, std: float) -> None:
     )
     cfg.initializer_range = std
     model = _init(LlavaForConditionalGeneration, cfg, 11)
-    _finish(model, tok, folder, tok.eos_token_id, 11)
+    _finish(model, tok, folder, tok.eos_token_id)
     ip = CLIPImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE})
     LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=PATCH, vision_feature_select_strategy="default",
                    num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE).save_pretrained(folder)
@@ -188,7 +194,7 @@ def _qwen2_vl(folder: str, std: float) -> None:
                         vision_end_token_id=ids["<|vision_end|>"])
     cfg.initializer_range = std
     model = _init(Qwen2VLForConditionalGeneration, cfg, 12)
-    _finish(model, tok, folder, ids["<|im_end|>"], 12)
+    _finish(model, tok, folder, ids["<|im_end|>"])
     ip = Qwen2VLImageProcessorPil(min_pixels=QWEN_SIDE * QWEN_SIDE, max_pixels=QWEN_SIDE * QWEN_SIDE,
                                patch_size=14, merge_size=2, temporal_patch_size=2)
     # Qwen2VLProcessor needs a video processor, which needs torchvision (capshap does not depend
@@ -214,7 +220,7 @@ def _idefics3(folder: str, std: float) -> None:
     )
     cfg.initializer_range = std
     model = _init(Idefics3ForConditionalGeneration, cfg, 13)
-    _finish(model, tok, folder, eou, 13)
+    _finish(model, tok, folder, eou)
     ip = Idefics3ImageProcessor(size={"longest_edge": IMAGE}, max_image_size={"longest_edge": IMAGE},
                                 do_image_splitting=False)
     seq = (IMAGE // PATCH) ** 2 // 4  # patches / scale_factor**2
@@ -241,7 +247,7 @@ def _paligemma(folder: str, std: float) -> None:
     cfg.initializer_range = std
     cfg.vision_config.projection_dim = HIDDEN
     model = _init(PaliGemmaForConditionalGeneration, cfg, 14)
-    _finish(model, tok, folder, tok.eos_token_id, 14)
+    _finish(model, tok, folder, tok.eos_token_id)
     proc.save_pretrained(folder)
 
 
@@ -268,7 +274,7 @@ def _gemma3(folder: str, std: float) -> None:
         for p in model.model.multi_modal_projector.parameters():
             if p.dim() > 1:
                 p.normal_(0.0, std)
-    _finish(model, tok, folder, [tok.eos_token_id, eot], 15)
+    _finish(model, tok, folder, [tok.eos_token_id, eot])
     ip = Gemma3ImageProcessorPil(size={"height": IMAGE, "width": IMAGE})
     Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=4,
                     chat_template=GEMMA3_TEMPLATE).save_pretrained(folder)
