@@ -141,10 +141,13 @@ def test_label_scores_equal_independent_class_logodds(cap, square, ref_logits, f
     ref = ref_label_logprobs(ref_logits, first_lemmas)
     captions = BuiltinCaptioner(top_k=3).caption(list(square))
     captions.append("a photo of a great white shark and a crane")  # 2 classes for "crane"
+    logits = cap.logits(square)  # the network runs once; each scorer reads its labels from it
+    first = OwnHead(cap).bind(captions[0])
+    np.testing.assert_array_equal(first(square), first.scores_from_logits(logits))  # the network path
     for caption in captions:
         for kind in ("logodds", "logprob"):
             scorer = OwnHead(cap, score=kind).bind(caption)
-            got = scorer(square)
+            got = scorer.scores_from_logits(logits)
             assert got.shape == (4, len(scorer.tokens)) and got.dtype == np.float64
             for t, lab in enumerate(scorer.token_labels):
                 if lab is None:

@@ -174,7 +174,7 @@ def test_subprocess_exit_codes_and_help():
             assert opt in res.stdout  # every option is documented
         if action.option_strings:
             assert action.help and len(action.help) > 10
-    assert _run("explain", "examples/", "--mask", "purple-ish").returncode == 2
+    assert _run("explain", str(EXAMPLES), "--mask", "purple-ish").returncode == 2
     assert _run("explain", "does/not/exist").returncode == 2
     ver = _run("version")
     assert ver.returncode == 0 and ver.stdout.startswith("capshap ")

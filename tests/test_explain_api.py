@@ -2,24 +2,14 @@
 
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import capshap
 
-
-def test_explain_examples_with_default_captioner():
-    exps = capshap.explain("examples/", max_evals=24, batch_size=12)
-    assert [e.name for e in exps] == ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]
-    for e in exps:
-        assert e.caption.startswith("a photo of a")
-        assert e.params["max_evals"] == 24 and e.params["mask"] == "inpaint_ns"
-        np.testing.assert_allclose(e.values.astype(np.float64).sum((0, 1)), e.outputs - e.base_values, atol=1e-3)
-        # template words do not depend on the image: exactly zero attribution
-        for i, tok in enumerate(e.tokens[:4]):
-            assert tok in ("a", "photo", "of") and not np.any(e.values[..., i])
-        assert np.any(e.values[..., -1])
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def _scorer_factory(caption):
@@ -30,8 +20,8 @@ def _scorer_factory(caption):
 
 
 def test_bad_files_are_skipped_and_named(tmp_path, caplog):
-    shutil.copy("examples/2.jpg", tmp_path / "a.jpg")
-    shutil.copy("examples/3.jpg", tmp_path / "c.jpg")
+    shutil.copy(EXAMPLES / "2.jpg", tmp_path / "a.jpg")
+    shutil.copy(EXAMPLES / "3.jpg", tmp_path / "c.jpg")
     (tmp_path / "b.jpg").write_bytes(b"not a jpeg at all")
     (tmp_path / "notes.txt").write_text("hello")
     with caplog.at_level(logging.WARNING):
@@ -44,7 +34,7 @@ def test_bad_files_are_skipped_and_named(tmp_path, caplog):
 
 
 def test_captioner_failure_on_one_image_keeps_the_others(caplog):
-    imgs = [capshap.load_image(f"examples/{i}.jpg") for i in (1, 2, 3)]
+    imgs = [capshap.load_image(EXAMPLES / f"{i}.jpg") for i in (1, 2, 3)]
 
     def flaky(im):
         if im is not None and int(im.mean()) == int(imgs[1].mean()):

@@ -1,5 +1,7 @@
 """explain_image end to end on a cheap scorer; Explanation save/load and to_shap."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from capshap import Explanation, FunctionScorer, explain_image
 def photo():
     from PIL import Image
 
-    return np.asarray(Image.open("examples/2.jpg").convert("RGB").resize((48, 40))).copy()
+    return np.asarray(Image.open(Path(__file__).resolve().parents[1] / "examples" / "2.jpg").convert("RGB").resize((48, 40))).copy()
 
 
 def _scorer():

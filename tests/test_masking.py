@@ -1,5 +1,7 @@
 """Maskers: pixels equal shap.maskers.Image's for every fill option; parallel batches; errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ shap = pytest.importorskip("shap")
 def photo():
     from PIL import Image
 
-    im = Image.open("examples/3.jpg").convert("RGB").resize((60, 45))
+    im = Image.open(Path(__file__).resolve().parents[1] / "examples" / "3.jpg").convert("RGB").resize((60, 45))
     return np.asarray(im).copy()
 
 
