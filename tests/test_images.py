@@ -15,7 +15,6 @@ from capshap.images import (
     IMAGE_EXTENSIONS,
     ImageError,
     LoadedImage,
-    encode,
     fit,
     is_image_path,
     iter_images,
@@ -469,27 +468,3 @@ def test_example_folder_scan():
     recs = list(iter_images(EXAMPLES))
     assert [r.name for r in recs] == ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]
     assert all(r.ok and r.original_size == (224, 224) and r.array.shape == (224, 224, 3) for r in recs)
-
-
-# ----------------------------------------------------------------------- encoding
-
-
-def test_encode_png_is_lossless_and_jpeg_close():
-    a = load_image(EXAMPLE_FILES[1])
-    png = encode(a, "PNG")
-    assert png.startswith(b"\x89PNG")
-    np.testing.assert_array_equal(load_image(png), a)
-    jpg = encode(a)  # JPEG by default
-    assert jpg.startswith(b"\xff\xd8")
-    assert np.abs(load_image(jpg).astype(int) - a.astype(int)).mean() < 4
-    assert encode(a, "jpg") == jpg  # deterministic, alias accepted
-    assert len(encode(a, quality=30)) < len(jpg)
-
-
-def test_encode_rejects_bad_options():
-    with pytest.raises(ValueError, match="format"):
-        encode(pattern(), "GIF")
-    with pytest.raises(ValueError, match="quality"):
-        encode(pattern(), quality=0)
-    with pytest.raises(ImageError):
-        encode(np.zeros((2, 8, 8, 3), np.uint8))

@@ -69,7 +69,6 @@ __all__ = [
     "to_rgb_uint8",
     "iter_images",
     "is_image_path",
-    "encode",
 ]
 
 logger = logging.getLogger(__name__)
@@ -879,29 +878,3 @@ def _load_record(
         logger.debug("Could not load %s", _printable(str(err)))
         return LoadedImage(name=name, path=path, error=err)
     return LoadedImage(name=name, path=path, array=arr, original_size=size)
-
-
-# -------------------------------------------------------------------------- encoding
-
-
-def encode(image: np.ndarray, format: str = "JPEG", quality: int = 95) -> bytes:
-    """Encode an image as JPEG or PNG bytes in memory.
-
-    ``image`` is (H, W, 3) uint8 RGB (other arrays go through :func:`to_rgb_uint8`).
-    ``format`` is "JPEG" (alias "JPG") or "PNG", case-insensitive. ``quality`` (1-100)
-    applies to JPEG only; PNG is lossless. The output is deterministic.
-    """
-    fmt = str(format).upper()
-    fmt = "JPEG" if fmt == "JPG" else fmt
-    if fmt not in ("JPEG", "PNG"):
-        raise ValueError(f"format must be 'JPEG' or 'PNG', got {format!r}")
-    if isinstance(quality, bool) or not isinstance(quality, Integral) or not 1 <= quality <= 100:
-        raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
-    arr = to_rgb_uint8(image, name="<image to encode>")
-    buf = io.BytesIO()
-    pil = Image.fromarray(arr)
-    if fmt == "JPEG":
-        pil.save(buf, format="JPEG", quality=int(quality))
-    else:
-        pil.save(buf, format="PNG")
-    return buf.getvalue()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,7 +65,6 @@ class OwenResult:
     scores: np.ndarray
     n_calls: int
     budget_used: int
-    extras: dict = field(default_factory=dict)
 
     @property
     def n_evals(self) -> int:
@@ -281,5 +280,4 @@ def owen(
         scores=S,
         n_calls=n_calls,
         budget_used=eval_count + 2,
-        extras={"cache_hits": hits},
     )

@@ -163,10 +163,6 @@ class CaptionCache:
                 except OSError:
                     pass
 
-    def clear_memory(self) -> None:
-        """Forget the in-memory entries (the disk folder is left as it is)."""
-        with self._lock:
-            self._memory.clear()
 
 
 class CachingCaptioner(Captioner):

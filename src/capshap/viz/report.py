@@ -38,7 +38,7 @@ from capshap.viz.plots import DEFAULT_PERCENTILE, NEGATIVE_RGB, POSITIVE_RGB, ov
 if TYPE_CHECKING:  # pragma: no cover
     from capshap.explanation import Explanation
 
-__all__ = ["Report", "ReportPage", "report", "write_report", "safe_href", "text"]
+__all__ = ["Report", "ReportPage", "report", "safe_href", "text"]
 
 logger = logging.getLogger(__name__)
 
@@ -332,13 +332,6 @@ def report(
     if path is not None:
         page.write(path)
     return page
-
-
-def write_report(explanations: Any, path: str | os.PathLike[str], title: str = "capshap explanations") -> Path:
-    """Write the HTML report of some explanations to ``path``; returns the path."""
-    page = report(explanations, path, title)
-    assert page.path is not None
-    return page.path
 
 
 def _write_text(path: str | os.PathLike[str], content: str) -> Path:
