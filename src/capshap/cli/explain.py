@@ -181,7 +181,7 @@ def _run(args: argparse.Namespace, rf: RunFolder, settings: Settings) -> int:
     page = _write_index(rf)
     wall = time.perf_counter() - t_run
     if not args.quiet:
-        print_summary(rows, rf.path, page, wall)
+        print_summary(rows, rf.path, page, wall, total=len(rf.inputs))
     if stopped is not None:
         if isinstance(stopped, Terminated):
             return EXIT_TERMINATED

@@ -53,8 +53,11 @@ def out_stem(name: str, used: set[str]) -> str:
     return cand
 
 
-def print_summary(rows: list[Row], out: Path, page: Path | None, wall: float) -> None:
-    """The table of images, captions, seconds and evaluations, and where the outputs are."""
+def print_summary(rows: list[Row], out: Path, page: Path | None, wall: float, total: int | None = None) -> None:
+    """The table of images, captions, seconds and evaluations, and where the outputs are.
+
+    ``total``: the number of inputs, when the run stopped before reaching them all (an
+    image counts as explained only when all its files are written)."""
     if not rows:
         return
 
@@ -75,9 +78,13 @@ def print_summary(rows: list[Row], out: Path, page: Path | None, wall: float) ->
     ok = sum(r.error is None for r in rows)
     earlier = sum(r.earlier and r.error is None for r in rows)
     lines.append("-" * len(lines[0]))
-    tail = f"{ok} of {len(rows)} images explained"
-    if earlier:
-        tail += f" ({earlier} by an earlier run, skipped)"
+    n = max(len(rows), total or 0)
+    tail = f"{ok} of {n} images explained"
+    notes = [f"{earlier} by an earlier run, skipped"] if earlier else []
+    if n > len(rows):
+        notes.append(f"{n - len(rows)} not reached")
+    if notes:
+        tail += f" ({'; '.join(notes)})"
     tail += f" in {wall:.1f} s; outputs in {printable(out)}"
     if page is not None:
         tail += f" (open {printable(page)})"
