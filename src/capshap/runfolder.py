@@ -125,7 +125,7 @@ def list_inputs(paths: Sequence[str | os.PathLike[str]], recursive: bool = False
     folders only image files count. An unreadable folder is kept as one input, so the
     run reports it.
     """
-    from capshap.images import ImageError, image_names
+    from capshap.images import ImageError, _scan_folder, is_image_path
 
     out: list[InputFile] = []
     seen: set[str] = set()
@@ -137,17 +137,25 @@ def list_inputs(paths: Sequence[str | os.PathLike[str]], recursive: bool = False
             out.append(InputFile(name, path, key))
 
     for p in paths:
-        path = Path(os.fspath(p)).expanduser()
-        if path.is_dir():
-            try:
-                names = image_names([path], recursive)
-            except ImageError:
-                add(path.name or os.fspath(p), path)
-                continue
-            for name in names:
-                add(name, path / name)
-        else:
+        label = os.fspath(p)
+        path = Path(label).expanduser()
+        if not path.is_dir():
             add(path.name, path)
+            continue
+        try:
+            rels = _scan_folder(path, recursive)
+        except ImageError:
+            add(path.name or label, path)  # loading it reports why
+            continue
+        n = 0
+        for rel in rels:
+            if not is_image_path(rel):
+                logger.warning("skipped %s: not an image file", printable(str(path / rel)))
+                continue
+            n += 1
+            add(rel.as_posix(), path / rel)
+        if n == 0:
+            logger.warning("No image files found in %s", printable(label))
     return out
 
 
@@ -300,6 +308,9 @@ class RunFolder:
         self._done: set[str] = set()
         self._entries: dict[str, Any] = {}  # key -> report entry
         self._lock_fd: int | None = None
+        self._new_dir = False  # this session created the folder
+        self._new_lock = False  # ... and the lock file
+        self._wrote = False  # ... and recorded an image
         self.created = _now()
 
     # ------------------------------------------------------------------ opening
@@ -331,19 +342,20 @@ class RunFolder:
         path = Path(out).expanduser()
         if path.exists() and not path.is_dir():
             raise RunFolderError(f"{out}: exists and is not a folder; choose another --out")
+        new_dir = not path.exists()
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunFolderError(f"cannot create the output folder {out}: {_why(e)}") from None
         rf = cls(path, settings, [], html=html, title=title, grid=grid, version=__version__)
-        rf._lock(wait_lock, on_wait)
+        rf._new_dir = new_dir
         try:
+            rf._lock(wait_lock, on_wait)
             rf._probe()
             rf._clean_stale()
             previous = rf._read_manifest(overwrite)
             rf._plan(list(inputs), previous)
             rf._check_previous(previous)
-            rf._write_manifest()
         except BaseException:
             rf.close()
             raise
@@ -354,31 +366,43 @@ class RunFolder:
             logger.debug("no fcntl: %s is not locked against other runs", self.path)
             return
         lock = self.path / LOCK
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise RunFolderError(f"cannot write into the output folder {self.path}: {_why(e)} ({lock})") from None
-        try:
+        while True:
+            existed = lock.exists()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-                who = f" (process {holder})" if holder.isdigit() else ""
-                if not wait:
-                    raise RunFolderError(
-                        f"{self.path} is in use by another capshap run{who}; wait for it to finish, "
-                        "add --wait-lock to wait, or choose another --out") from None
-                if on_wait is not None:
-                    on_wait(f"waiting for the other capshap run{who} writing {self.path} to finish")
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._lock_fd = fd
+                raise RunFolderError(f"cannot write into the output folder {self.path}: {_why(e)} ({lock})") from None
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise
+                    holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                    who = f" (process {holder})" if holder.isdigit() else ""
+                    if not wait:
+                        raise RunFolderError(
+                            f"{self.path} is in use by another capshap run{who}; wait for it to finish, "
+                            "add --wait-lock to wait, or choose another --out") from None
+                    if on_wait is not None:
+                        on_wait(f"waiting for the other capshap run{who} writing {self.path} to finish")
+                        on_wait = None
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                try:  # the holder may have removed the file meanwhile: lock the one in place
+                    same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    os.close(fd)
+                    continue
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
+            self._lock_fd, self._new_lock = fd, not existed
+            return
 
     def _probe(self) -> None:
         try:
@@ -603,6 +627,8 @@ class RunFolder:
                 "files": [(stem + s) for s in final], "links": links, "caption": str(exp.caption),
                 "evaluations": int(exp.n_evals), "seconds": round(float(seconds), 3), "started": started,
             }
+            if self.html:  # built before the commit: a done image always has its entry
+                self._add_entry(key, exp, rec)
             with deferred_interrupts():
                 for s in (".npz", ".json", ".png", "_grid.png"):
                     if s in final:
@@ -613,9 +639,11 @@ class RunFolder:
                 rec["finished"] = _now()
                 self.images[key] = rec
                 self._done.add(key)
+                self._wrote = True
                 self._write_manifest()
         except OSError as e:
             self._done.discard(key)
+            self._entries.pop(key, None)
             if before is None:
                 self.images.pop(key, None)
             else:
@@ -624,11 +652,13 @@ class RunFolder:
                 with contextlib.suppress(OSError):
                     p.unlink()
             raise SaveError(f"could not write {target}: {_why(e)}") from None
+        except BaseException:
+            if key not in self._done:
+                self._entries.pop(key, None)
+            raise
         finally:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
-        if self.html:
-            self._add_entry(key, exp, rec)
         return links
 
     def record_failure(self, key: str, error: str, stage: str = "") -> None:
@@ -643,6 +673,7 @@ class RunFolder:
             "name": f.name, "source": str(f.path), "stem": self.stems[key], "status": "failed",
             "error": str(error), "stage": stage or None, "files": [], "finished": _now(),
         }
+        self._wrote = True
         try:
             self._write_manifest()
         except OSError as e:
@@ -698,14 +729,24 @@ class RunFolder:
         return page
 
     def close(self) -> None:
-        """Release the lock (the lock file stays; it is empty when no run holds it)."""
-        if self._lock_fd is not None:
-            fd, self._lock_fd = self._lock_fd, None
+        """Release the lock. A session that recorded nothing (a usage error after
+        :meth:`open`) removes the lock file and the folder it created, if empty."""
+        if self._lock_fd is None:
+            return
+        fd, self._lock_fd = self._lock_fd, None
+        tidy = not self._wrote
+        if tidy and self._new_lock:
+            with contextlib.suppress(OSError):
+                (self.path / LOCK).unlink()  # waiters re-check the file they locked (see _lock)
+        else:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        if tidy and self._new_dir:
             with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+                self.path.rmdir()
 
     def __enter__(self) -> "RunFolder":
         return self

@@ -146,10 +146,12 @@ def _run(args: argparse.Namespace, rf: RunFolder, settings: Settings) -> int:
     bars = Bars(len(todo), enabled=not args.quiet, notebook=False)
     t_run = time.perf_counter()
     stopped: KeyboardInterrupt | None = None
+    current: tuple[Row, str | None] | None = None
     try:
         for res in run_serial(load_inputs(todo, parts.settings), parts, n_images=len(todo), bars=bars):
             row = Row(res.name, caption=res.caption, seconds=res.seconds, error="not saved")
             rows.append(row)
+            current = (row, res.source)
             if not res.ok:
                 row.error = res.error
                 verb = "skipped" if res.stage == "loading" else "failed"
@@ -171,9 +173,10 @@ def _run(args: argparse.Namespace, rf: RunFolder, settings: Settings) -> int:
             _write_index(rf)
     except KeyboardInterrupt as e:
         stopped = e
-        for row in rows:
-            if row.error == "not saved":
-                row.error = "interrupted before its files were written"
+        if current is not None and current[0].error == "not saved":
+            # exact: explained only when all its files are written (the signal may come after)
+            done = current[1] is not None and rf.is_done(current[1])
+            current[0].error = None if done else "interrupted before its files were written"
         err("capshap: terminated; index.html lists what is done" if isinstance(e, Terminated)
             else "capshap: interrupted; index.html lists what is done")
     finally:
