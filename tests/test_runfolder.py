@@ -25,6 +25,7 @@ from PIL import Image
 
 from capshap import Explanation, FunctionCaptioner
 from capshap.captioners import CAPTIONERS
+from capshap.atomic import file_mode
 from capshap.cli import main
 from capshap.runfolder import NAME_MAX, base_stem, fit_name, list_inputs
 from capshap.settings import Settings
@@ -116,6 +117,8 @@ def test_dotted_and_same_names_get_distinct_stable_names(tmp_path, counting):
         saved = Explanation.load(out / stem)
         assert saved.params["source"] == source  # each file holds its own image
         assert all((out / (stem + s)).is_file() for s in (".npz", ".json", ".png"))
+        # written through private temporary files, yet with the usual permissions
+        assert {(out / (stem + s)).stat().st_mode & 0o777 for s in (".npz", ".json")} == {file_mode()}
     # a second run (b given first this time) keeps every name
     assert _run([str(b), str(a), "--out", str(out)]) == 0
     assert {rec["source"]: rec["stem"] for rec in _manifest(out)["images"].values()} == stems

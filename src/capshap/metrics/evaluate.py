@@ -118,7 +118,12 @@ def find_explanations(run_dir: Path, skip: set[Path]) -> tuple[list[_Found], lis
         logger.warning("Skipping %s: %s", printable(rel, 200), printable(reason, 400))
         failures.append({"file": rel, "reason": reason})
 
+    def hidden(path: Path) -> bool:  # a run's temporaries (.tmp-*, .capshap-tmp-*/) are hidden
+        return any(part.startswith(".") for part in path.relative_to(run_dir).parts)
+
     for npz in sorted(run_dir.rglob("*.npz")):
+        if hidden(npz):
+            continue
         if npz.name.endswith(".tmp.npz"):
             fail(npz, "an unfinished temporary file (its save was interrupted)")
             continue
@@ -138,7 +143,7 @@ def find_explanations(run_dir: Path, skip: set[Path]) -> tuple[list[_Found], lis
         found.append(_Found(npz.with_suffix(""), npz.with_suffix("").relative_to(run_dir).as_posix(), settings))
     for js in sorted(run_dir.rglob("*.json")):
         r = js.resolve()
-        if r in paired or r in skip or js.name == "metrics.json":
+        if r in paired or r in skip or js.name == "metrics.json" or hidden(js) or js == run_dir / "manifest.json":
             continue
         try:
             is_exp = _read_meta(js).get("format") == "capshap.explanation"
