@@ -24,8 +24,8 @@ import pytest
 from PIL import Image
 
 from capshap import Explanation, FunctionCaptioner
-from capshap.captioners import CAPTIONERS
 from capshap.atomic import file_mode
+from capshap.captioners import CAPTIONERS
 from capshap.cli import main
 from capshap.runfolder import NAME_MAX, base_stem, fit_name, list_inputs
 from capshap.settings import Settings
@@ -403,7 +403,7 @@ def test_explanation_save_keeps_dotted_names_and_leaves_no_temporaries(tmp_path,
 
 
 def test_ctrl_c_while_saving_counts_the_image_as_not_explained(tmp_path, counting, monkeypatch, capsys):
-    import capshap.viz.plots as plots
+    from capshap.viz import plots
 
     src = tmp_path / "in"
     _img(src / "1.png", (200, 30, 30))

@@ -59,19 +59,19 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "INDEX",
+    "LOCK",
+    "MANIFEST",
+    "SUFFIXES",
+    "InputFile",
     "RunFolder",
     "RunFolderError",
     "SaveError",
-    "InputFile",
+    "base_stem",
+    "deferred_interrupts",
+    "fit_name",
     "list_inputs",
     "load_inputs",
-    "base_stem",
-    "fit_name",
-    "deferred_interrupts",
-    "MANIFEST",
-    "INDEX",
-    "LOCK",
-    "SUFFIXES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ class RunFolder:
         grid: Any = None,
         title: str = "capshap explanations",
         on_wait: Callable[[str], None] | None = None,
-    ) -> "RunFolder":
+    ) -> RunFolder:
         """Create (if needed), probe, lock and read the run folder ``out`` for ``inputs``.
 
         Raises
@@ -748,8 +748,8 @@ class RunFolder:
             with contextlib.suppress(OSError):
                 self.path.rmdir()
 
-    def __enter__(self) -> "RunFolder":
+    def __enter__(self) -> RunFolder:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -12,12 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from capshap.cli.output import Row, err, print_summary
-from capshap.cli.parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, UsageError
+from capshap.cli.parser import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    UsageError,
+)
 from capshap.registry import SpecError, parse_options
 from capshap.runfolder import RunFolder
 from capshap.settings import SettingError, Settings
 
-__all__ = ["settings_from_args", "cmd_explain", "Terminated"]
+__all__ = ["Terminated", "cmd_explain", "settings_from_args"]
 
 logger = logging.getLogger("capshap.cli")
 
