@@ -425,3 +425,30 @@ def test_ctrl_c_while_saving_counts_the_image_as_not_explained(tmp_path, countin
     assert not any((out / f"2{s}").exists() for s in (".npz", ".json", ".png"))
     _no_temporaries(out)
     assert _items_in_page(out) == ["1.png"] and list(_manifest(out)["images"]) == [str(src / "1.png")]
+
+
+def test_wait_lock_waits_for_the_holder_and_locks_the_file_in_place(tmp_path):
+    import threading
+
+    from capshap.runfolder import LOCK, RunFolder, RunFolderError
+
+    _img(tmp_path / "in" / "a.png", (200, 30, 30))
+    files = list_inputs([tmp_path / "in"])
+    s = Settings(captioner=None, max_evals=4)
+    first = RunFolder.open(tmp_path / "out", s, files)
+    with pytest.raises(RunFolderError, match=f"in use by another capshap run \\(process {os.getpid()}\\)"):
+        RunFolder.open(tmp_path / "out", s, files)
+    waiting, got = threading.Event(), []
+
+    def second() -> None:
+        got.append(RunFolder.open(tmp_path / "out", s, files, wait_lock=True, on_wait=lambda msg: waiting.set()))
+
+    t = threading.Thread(target=second, daemon=True)
+    t.start()
+    assert waiting.wait(60)
+    first.close()  # recorded nothing: removes its lock file; the waiter must lock a file in place
+    t.join(60)
+    assert got and (tmp_path / "out" / LOCK).read_text() == str(os.getpid())
+    with pytest.raises(RunFolderError, match="in use"):
+        RunFolder.open(tmp_path / "out", s, files)
+    got[0].close()

@@ -367,8 +367,9 @@ class RunFolder:
             return
         lock = self.path / LOCK
         while True:
-            existed = lock.exists()
             try:
+                self.path.mkdir(parents=True, exist_ok=True)  # a holder that did nothing may remove it
+                existed = lock.exists()
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
                 raise RunFolderError(f"cannot write into the output folder {self.path}: {_why(e)} ({lock})") from None
