@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from capshap.atomic import atomic_write
 from capshap.jsonable import jsonable
 from capshap.regions.tree import Tree
 from capshap.settings import Settings, settings_from_legacy_params
@@ -151,7 +152,8 @@ class Explanation:
     def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
         p = Path(path)
         stem = p.with_suffix("") if p.suffix in (".npz", ".json") else p
-        return stem.with_suffix(".npz"), stem.with_suffix(".json")
+        # append, never with_suffix: "cat.v1" must give cat.v1.npz, not cat.npz
+        return stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
 
     def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``PATH.npz`` (arrays) and ``PATH.json`` (everything else); no pickle.
@@ -176,9 +178,7 @@ class Explanation:
         axis = _is_plain_axis_tree(self.tree)
         if self.tree is not None and not axis:
             arrays.update(self.tree.to_arrays())
-        tmp = npz.with_name(npz.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, npz)
+        atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
         meta = {
             "format": "capshap.explanation",
             "version": FORMAT_VERSION,
@@ -201,9 +201,8 @@ class Explanation:
             "top_regions": _safe_top_regions(self),
             "versions": library_versions(),
         }
-        tmpj = js.with_name(js.name + ".tmp")
-        tmpj.write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmpj, js)
+        data = json.dumps(meta, indent=1, ensure_ascii=False).encode("utf-8")
+        atomic_write(js, lambda f: f.write(data))
         return npz, js
 
     @classmethod

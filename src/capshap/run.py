@@ -50,6 +50,7 @@ __all__ = [
     "explain_input",
     "run_serial",
     "inputs_from",
+    "within_limits",
     "limits_of",
 ]
 
@@ -94,7 +95,12 @@ def inputs_from(
     time), arrays (H, W, 3) or PIL images. A file that fails to load, or that ``limits``
     (the captioner's) refuse, becomes an input with ``error`` set, so the caller can report
     it and go on before any work is spent on it."""
-    for item in _inputs(images, settings, recursive):
+    return within_limits(_inputs(images, settings, recursive), limits, who)
+
+
+def within_limits(items: Iterable[ImageInput], limits: ImageLimits | None, who: str) -> Iterator[ImageInput]:
+    """``items``, with those that ``limits`` refuse turned into error inputs naming ``who``."""
+    for item in items:
         if limits is not None and item.array is not None:
             reason = limits.check(item.array.shape, who)
             if reason is not None:

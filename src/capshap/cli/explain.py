@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from capshap.cli.output import Row, err, out_stem, print_summary, save_outputs
-from capshap.cli.parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from capshap.cli.output import Row, err, print_summary
+from capshap.cli.parser import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    UsageError,
+)
 from capshap.registry import SpecError, parse_options
+from capshap.runfolder import RunFolder
 from capshap.settings import SettingError, Settings
 
-__all__ = ["settings_from_args", "cmd_explain"]
+__all__ = ["Terminated", "cmd_explain", "settings_from_args"]
 
 logger = logging.getLogger("capshap.cli")
 
@@ -38,7 +49,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             prompt=args.prompt,
             generate=parse_options(args.generate, "--generate") or None,
             caption=args.caption,
-            contrast=args.contrast,
             tokens=args.tokens,
             cache_dir=args.cache,
         )
@@ -50,10 +60,40 @@ def _usage(e: ValueError) -> UsageError:
     return UsageError(e.as_option() if isinstance(e, SettingError) else str(e))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt (exit code 143)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the run lasts, SIGTERM raises :class:`Terminated` in the main thread (so the
+    run stops the way Ctrl-C stops it); the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def on_term(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
-    from capshap.images import ImageError, image_names
-    from capshap.progress import Bars
-    from capshap.run import inputs_from, limits_of, prepare, run_serial
+    """``capshap explain``: returns the exit code (0, 1, 2 via UsageError, 130, 143)."""
+    try:
+        with _sigterm_as_interrupt():
+            return _explain(args)
+    except Terminated:
+        err("capshap: terminated")
+        return EXIT_TERMINATED
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from capshap.runfolder import RunFolder, RunFolderError, list_inputs
 
     # ---- validate everything before any model loads or any image is read
     try:
@@ -73,66 +113,98 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     except ValueError as e:
         raise _usage(e) from None
-    names = image_names(args.paths, args.recursive)
+    files = list_inputs(args.paths, args.recursive)
+    try:
+        rf = RunFolder.open(out, settings, files, overwrite=args.overwrite, wait_lock=args.wait_lock,
+                            html=not args.no_html, grid=args.grid, title=f"capshap: {', '.join(args.paths)}",
+                            on_wait=lambda msg: err(f"capshap: {msg}"))
+    except RunFolderError as e:
+        raise UsageError(str(e)) from None
+    try:
+        return _run(args, rf, settings)
+    finally:
+        rf.close()
+
+
+def _run(args: argparse.Namespace, rf: RunFolder, settings: Settings) -> int:
+    """Explain the images of ``rf`` not done yet; save each, rewrite index.html after each."""
+    from capshap.progress import Bars
+    from capshap.run import limits_of, prepare, run_serial, within_limits
+    from capshap.runfolder import SaveError, load_inputs
+
     try:
         parts = prepare(settings)
         if parts.trees is not None and parts.trees.is_user:
-            parts.trees.check_names(names)
+            parts.trees.check_names([f.name for f in rf.inputs])
     except SpecError as e:
         raise UsageError(str(e)) from None
     except ValueError as e:
         raise _usage(e) from None
-    try:
-        limits, who = limits_of(parts)
-        items = inputs_from(args.paths, parts.settings, args.recursive, limits, who)
-    except (ImageError, ValueError, TypeError) as e:
-        raise UsageError(str(e)) from None
-    out.mkdir(parents=True, exist_ok=True)
-
-    from capshap.viz.report import Report
-
-    report = Report(f"capshap: {', '.join(args.paths)}")
+    todo = rf.todo()
     rows: list[Row] = []
-    used: set[str] = set()
-    bars = Bars(len(names), enabled=not args.quiet, notebook=False)
+    for f in rf.done_before():
+        rec = rf.record(f.key)
+        rows.append(Row(f.name, caption=str(rec.get("caption") or ""), evals=int(rec.get("evaluations") or 0),
+                        earlier=True))
+    if rows:
+        logger.info("%d of %d images were explained by an earlier run into %s; skipping them",
+                    len(rows), len(rf.inputs), rf.path)
+    bars = Bars(len(todo), enabled=not args.quiet, notebook=False)
     t_run = time.perf_counter()
-    interrupted = False
+    stopped: KeyboardInterrupt | None = None
+    current: tuple[Row, str | None] | None = None
     try:
-        for res in run_serial(items, parts, n_images=len(names), bars=bars):
-            row = Row(res.name, caption=res.caption, seconds=res.seconds)
+        items = within_limits(load_inputs(todo, parts.settings), *limits_of(parts))
+        for res in run_serial(items, parts, n_images=len(todo), bars=bars):
+            row = Row(res.name, caption=res.caption, seconds=res.seconds, error="not saved")
             rows.append(row)
+            current = (row, res.source)
             if not res.ok:
                 row.error = res.error
                 verb = "skipped" if res.stage == "loading" else "failed"
                 err(f"capshap: {verb} {res.name}: {res.error}")
-                report.add_failure(res.name, res.error or "")
-                continue
-            exp = res.explanation
-            assert exp is not None
-            row.evals = exp.n_evals
-            try:
-                links = save_outputs(exp, out, out_stem(res.name, used), args.grid, args.outline)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:
-                row.error = f"saving failed: {exc}"
-                err(f"capshap: failed {res.name}: {row.error}")
-                report.add_failure(res.name, row.error)
-                continue
-            report.add(exp, links=links, meta={"evaluations": exp.n_evals, "s": f"{row.seconds:.1f}"})
-            logger.info("%s: %r, %d evaluations in %.1f s", res.name, exp.caption, exp.n_evals, row.seconds)
-    except KeyboardInterrupt:
-        interrupted = True
-        err("capshap: interrupted; writing what is done")
+                rf.record_failure(res.source, res.error or "", res.stage)
+            else:
+                exp = res.explanation
+                assert exp is not None
+                row.evals = exp.n_evals
+                try:
+                    rf.save(exp, res.source, outline=args.outline, seconds=res.seconds)
+                except SaveError as exc:
+                    row.error = f"saving failed: {exc}"
+                    err(f"capshap: failed {res.name}: {row.error}")
+                    rf.record_failure(res.source, row.error, "saving")
+                else:
+                    row.error = None
+                    logger.info("%s: %r, %d evaluations in %.1f s", res.name, exp.caption, exp.n_evals, row.seconds)
+            _write_index(rf)
+    except KeyboardInterrupt as e:
+        stopped = e
+        if current is not None and current[0].error == "not saved":
+            # exact: explained only when all its files are written (the signal may come after)
+            done = current[1] is not None and rf.is_done(current[1])
+            current[0].error = None if done else "interrupted before its files were written"
+        err("capshap: terminated; index.html lists what is done" if isinstance(e, Terminated)
+            else "capshap: interrupted; index.html lists what is done")
     finally:
         bars.close()
-    page = report.write(out / "index.html") if not args.no_html and (report.entries or report.failures) else None
+    page = _write_index(rf)
     wall = time.perf_counter() - t_run
     if not args.quiet:
-        print_summary(rows, out, page, wall)
-    if interrupted:
+        print_summary(rows, rf.path, page, wall, total=len(rf.inputs))
+    if stopped is not None:
+        if isinstance(stopped, Terminated):
+            return EXIT_TERMINATED
         return EXIT_INTERRUPTED
     if not rows:
         err(f"capshap: no images found in {', '.join(args.paths)}")
         return EXIT_FAILED
     return EXIT_FAILED if any(r.error for r in rows) else EXIT_OK
+
+
+def _write_index(rf: RunFolder) -> Path | None:
+    try:
+        return rf.write_index()
+    except OSError as e:
+        err(f"capshap: could not write {rf.path / 'index.html'}: {e.strerror or e}")
+        return None

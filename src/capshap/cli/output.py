@@ -9,11 +9,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from capshap.text import printable
 
-__all__ = ["Row", "err", "out_stem", "save_outputs", "print_summary"]
+__all__ = ["Row", "err", "out_stem", "print_summary"]
 
 
 @dataclass
@@ -25,6 +24,7 @@ class Row:
     seconds: float = 0.0
     evals: int = 0
     error: str | None = None
+    earlier: bool = False  # explained by an earlier run into the same folder (skipped now)
 
 
 def err(msg: str) -> None:
@@ -52,25 +52,11 @@ def out_stem(name: str, used: set[str]) -> str:
     return cand
 
 
-def save_outputs(exp: Any, out: Path, stem: str, grid: int | str | None, outline: bool | None) -> dict[str, str]:
-    """Write NAME.npz/.json/.png (and NAME_grid.png) into ``out``; returns the report's links."""
-    from capshap.viz.plots import plot, plot_grid, save_figure
+def print_summary(rows: list[Row], out: Path, page: Path | None, wall: float, total: int | None = None) -> None:
+    """The table of images, captions, seconds and evaluations, and where the outputs are.
 
-    base = out / stem
-    base.parent.mkdir(parents=True, exist_ok=True)
-    exp.save(base)
-    fig = plot(exp, outline=outline)
-    save_figure(fig, base.with_name(base.name + ".png"))
-    links = {"PNG": f"{stem}.png", "JSON": f"{stem}.json", "NPZ": f"{stem}.npz"}
-    if grid is not None:
-        g = plot_grid(exp, grid)
-        save_figure(g, base.with_name(base.name + "_grid.png"))
-        links["grid"] = f"{stem}_grid.png"
-    return links
-
-
-def print_summary(rows: list[Row], out: Path, page: Path | None, wall: float) -> None:
-    """The table of images, captions, seconds and evaluations, and where the outputs are."""
+    ``total``: the number of inputs, when the run stopped before reaching them all (an
+    image counts as explained only when all its files are written)."""
     if not rows:
         return
 
@@ -78,7 +64,10 @@ def print_summary(rows: list[Row], out: Path, page: Path | None, wall: float) ->
         return s if len(s) <= n else s[: n - 1] + "…"
 
     names = [printable(r.name) for r in rows]
-    shown = [printable(r.caption) if r.error is None else f"FAILED: {printable(r.error)}" for r in rows]
+    shown = [
+        (printable(r.caption) + (" (earlier run)" if r.earlier else "")) if r.error is None
+        else f"FAILED: {printable(r.error)}" for r in rows
+    ]
     w_name = min(32, max(5, *(len(n) for n in names)))
     w_cap = min(60, max(7, *(len(c) for c in shown)))
     lines = [f"{'image':<{w_name}}  {'caption':<{w_cap}}  {'seconds':>7}  {'evals':>5}"]
@@ -86,8 +75,16 @@ def print_summary(rows: list[Row], out: Path, page: Path | None, wall: float) ->
     for r, name, cap in zip(rows, names, shown):
         lines.append(f"{cut(name, w_name):<{w_name}}  {cut(cap, w_cap):<{w_cap}}  {r.seconds:7.1f}  {r.evals:5d}")
     ok = sum(r.error is None for r in rows)
+    earlier = sum(r.earlier and r.error is None for r in rows)
     lines.append("-" * len(lines[0]))
-    tail = f"{ok} of {len(rows)} images explained in {wall:.1f} s; outputs in {printable(out)}"
+    n = max(len(rows), total or 0)
+    tail = f"{ok} of {n} images explained"
+    notes = [f"{earlier} by an earlier run, skipped"] if earlier else []
+    if n > len(rows):
+        notes.append(f"{n - len(rows)} not reached")
+    if notes:
+        tail += f" ({'; '.join(notes)})"
+    tail += f" in {wall:.1f} s; outputs in {printable(out)}"
     if page is not None:
         tail += f" (open {printable(page)})"
     lines.append(tail)

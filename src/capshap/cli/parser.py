@@ -125,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  capshap explain photo.jpg --tree slic --segments 80 --grid 20\n"
         "  capshap explain photos/ --captioner hf:nlpconnect/vit-gpt2-image-captioning --device cuda\n"
         "  capshap explain photos/ --captioner azure --scorer surrogate:sshleifer/distilbart-xsum-12-6 --cache .capcache\n"
-        "Exit codes: 0 all good, 1 some images failed (reported, the others are saved), 2 usage error.",
+        "Re-running the same command into the same --out resumes: images already explained with the "
+        "same settings are skipped (see OUT/manifest.json), failed ones are redone.\n"
+        "Exit codes: 0 all good, 1 some images failed (reported, the others are saved), 2 usage error "
+        "(also: --out in use by another run, not writable, or holding a run with other settings), "
+        "130 interrupted (Ctrl-C), 143 terminated (SIGTERM).",
         formatter_class=_Formatter,
     )
     e.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders of images")
@@ -191,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the leaf segments' outlines in the plots (default: on for segment trees)")
     e.add_argument("-r", "--recursive", action="store_true", help="also look for images in subfolders")
     e.add_argument("--no-html", action="store_true", help="do not write index.html")
+    e.add_argument("--overwrite", action="store_true",
+                   help="explain every image again even if --out holds a run (with the same or other "
+                   "settings); without it a re-run skips the images already explained and refuses other settings")
+    e.add_argument("--wait-lock", action="store_true",
+                   help="if another capshap run is writing --out, wait for it to finish instead of stopping")
     common(e)
 
     s = sub.add_parser(

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from capshap.explanation import Explanation
+from capshap.atomic import atomic_write
 from capshap.jsonable import jsonable as _clean
 from capshap.explanation import _load_settings
 from capshap.interfaces import Scorer, ScorerFactory
@@ -118,7 +119,12 @@ def find_explanations(run_dir: Path, skip: set[Path]) -> tuple[list[_Found], lis
         logger.warning("Skipping %s: %s", printable(rel, 200), printable(reason, 400))
         failures.append({"file": rel, "reason": reason})
 
+    def hidden(path: Path) -> bool:  # a run's temporaries (.tmp-*, .capshap-tmp-*/) are hidden
+        return any(part.startswith(".") for part in path.relative_to(run_dir).parts)
+
     for npz in sorted(run_dir.rglob("*.npz")):
+        if hidden(npz):
+            continue
         if npz.name.endswith(".tmp.npz"):
             fail(npz, "an unfinished temporary file (its save was interrupted)")
             continue
@@ -138,7 +144,7 @@ def find_explanations(run_dir: Path, skip: set[Path]) -> tuple[list[_Found], lis
         found.append(_Found(npz.with_suffix(""), npz.with_suffix("").relative_to(run_dir).as_posix(), settings))
     for js in sorted(run_dir.rglob("*.json")):
         r = js.resolve()
-        if r in paired or r in skip or js.name == "metrics.json":
+        if r in paired or r in skip or js.name == "metrics.json" or hidden(js) or js == run_dir / "manifest.json":
             continue
         try:
             is_exp = _read_meta(js).get("format") == "capshap.explanation"
@@ -253,9 +259,7 @@ def _write(out_dir: Path, result: dict[str, Any], settings: dict[str, Any]) -> N
         ("metrics.json", json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False)),
         ("metrics.md", metrics_markdown(result["rows"], settings, result["failures"])),
     ):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out_dir / name)
+        atomic_write(out_dir / name, lambda f, text=text: f.write(text.encode("utf-8")))
     logger.info("Wrote %s and %s", out_dir / "metrics.json", out_dir / "metrics.md")
 
 

@@ -335,12 +335,12 @@ def report(
 
 
 def _write_text(path: str | os.PathLike[str], content: str) -> Path:
+    from capshap.atomic import atomic_write
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    data = content.encode("utf-8")
+    return atomic_write(p, lambda f: f.write(data))  # a unique temporary name: two writers never clash
 
 
 _CSS = """
