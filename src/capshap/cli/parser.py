@@ -184,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--generate", default=None, metavar="K=V,...",
                    help="generation settings for hf: captioners, e.g. max_new_tokens=20,num_beams=3")
     e.add_argument("--prompt", default=None, metavar="TEXT",
-                   help="text prompt for hf: captioners that take one (BLIP, GIT), e.g. 'a picture of'; "
-                   "it is not part of the explained caption")
+                   help="the captioning prompt: chat models (hf: LLaVA, Qwen2-VL, SmolVLM, Gemma 3; openai:) "
+                   "default to 'Describe this image in one sentence.', PaliGemma to 'caption en'; BLIP and "
+                   "GIT continue a text prefix such as 'a picture of'. It is never part of the explained caption")
     e.add_argument("--cache", default=None, metavar="DIR",
                    help="caption cache folder (azure, hf): re-runs cost no API calls for images seen before")
     e.add_argument("--grid", type=_grid_value, default=None, metavar="N|all",
