@@ -38,12 +38,19 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-import cv2
 import numpy as np
 
-from capshap.regions.tree import Tree
+if TYPE_CHECKING:  # only for annotations: importing the regions package loads OpenCV and Pillow
+    from capshap.regions.tree import Tree
+
+
+def _cv2() -> Any:
+    """OpenCV, imported on first use (``import capshap.masking`` stays light for the CLI's help)."""
+    import cv2
+
+    return cv2
 
 __all__ = [
     "Masker",
@@ -108,12 +115,15 @@ class FillKind:
 class InpaintFill(FillKind):
     """cv2.inpaint (NS or TELEA, radius 3) over the hidden pixels, on a crop around them."""
 
-    def __init__(self, kind: str, flag: int, crop: bool = True):
+    def __init__(self, kind: str, flag: int | None = None, crop: bool = True):
         self.kind = kind
-        self.flag = flag
+        self.flag = flag  # cv2.INPAINT_NS / INPAINT_TELEA; None: from the kind
         self.crop = crop
 
     def render(self, image: np.ndarray, visible: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        cv2 = _cv2()
+        if self.flag is None:
+            self.flag = cv2.INPAINT_TELEA if self.kind == "inpaint_telea" else cv2.INPAINT_NS
         if out is None:
             out = np.empty_like(image)
         hidden = ~visible if visible.ndim == 2 else ~visible.all(axis=2)
@@ -165,7 +175,7 @@ class BackgroundFill(FillKind):
             out = np.empty_like(image)
         if visible.ndim == 2:
             np.copyto(out, bg)
-            cv2.copyTo(image, visible.view(np.uint8), out)
+            _cv2().copyTo(image, visible.view(np.uint8), out)
         else:
             np.copyto(out, np.where(visible, image, bg))
         return out
@@ -175,7 +185,7 @@ class BlurFill(BackgroundFill):
     """A box-blurred copy of the image (kernel in full-resolution pixels)."""
 
     def make_background(self, image: np.ndarray) -> np.ndarray:
-        return cv2.blur(image, self.value)
+        return _cv2().blur(image, self.value)
 
 
 class ValueFill(BackgroundFill):
@@ -299,11 +309,11 @@ FILLS = FillRegistry()
 """The fill registry: ``FILLS.register(name, factory, help=...)`` adds one."""
 
 
-def _inpaint(kind: str, flag: int) -> Callable[[str | None], FillKind]:
+def _inpaint(kind: str) -> Callable[[str | None], FillKind]:
     def make(arg: str | None) -> FillKind:
         if arg is not None:
             raise ValueError(f"mask option {kind}({arg}) takes no argument; use {kind}")
-        return InpaintFill(kind, flag)
+        return InpaintFill(kind)
 
     return make
 
@@ -368,8 +378,8 @@ def _image(spec: Any) -> FillKind | None:
     return None
 
 
-FILLS.register("inpaint_ns", _inpaint("inpaint_ns", cv2.INPAINT_NS), help="inpaint_ns")
-FILLS.register("inpaint_telea", _inpaint("inpaint_telea", cv2.INPAINT_TELEA), help="inpaint_telea")
+FILLS.register("inpaint_ns", _inpaint("inpaint_ns"), help="inpaint_ns")
+FILLS.register("inpaint_telea", _inpaint("inpaint_telea"), help="inpaint_telea")
 FILLS.register("blur", _blur, help="blur(kx,ky) e.g. blur(16,16)")  # type: ignore[arg-type]
 FILLS.register("grey", parse=_grey, help="a grey level 0-255 e.g. 128")
 FILLS.register("colour", parse=_colour, help="an RGB colour r,g,b or #rrggbb")
@@ -406,6 +416,7 @@ def parse_fill(fill: Fill) -> tuple[str, Any]:
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize (H, W, C) uint8 to (h, w): INTER_AREA when shrinking, bicubic otherwise."""
+    cv2 = _cv2()
     h, w = size
     shrink = h <= image.shape[0] and w <= image.shape[1]
     return cv2.resize(image, (int(w), int(h)), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
