@@ -49,33 +49,44 @@ def test_visibility_follows_the_pixel_under_each_rendered_pixels_centre(photo, c
     np.testing.assert_array_equal(m.visible_rendered(many), tree.mask(many)[np.ix_(rows, cols)])
 
 
+def _pil(a, h, w):
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(a).resize((w, h), Image.BICUBIC))
+
+
 @pytest.mark.parametrize("fill", ["blur(5,3)", 0, (10, 200, 30), "background"])
-def test_aligned_regions_render_as_the_resized_full_render(photo, fill):
+def test_rendered_pixels_are_the_resized_image_or_the_resized_background(photo, fill):
     # halving 48x64 to 24x32: every region of at least 2x2 pixels has even edges, so each
-    # rendered pixel is all visible or all hidden and the render equals INTER_AREA of the
-    # full-size render (same fill, made at full size, resized once)
+    # rendered pixel covers a 2x2 block that is all visible or all hidden; it shows the
+    # resized image there or the background made at full size and resized once
     tree = axis_aligned(48, 64)
     if fill == "background":
         fill = np.random.default_rng(0).integers(0, 256, size=photo.shape, dtype=np.uint8)
     full = Masker(photo, tree, fill)
     small = Masker(photo, tree, fill, render_size=(24, 32))
+    background = _pil(full(()), 24, 32)  # everything hidden: the background at full size
+    image = _pil(photo, 24, 32)
     rects = np.asarray(tree.rects)
     even = np.flatnonzero(np.all(rects[:, :4] % 2 == 0, axis=1))
     rng = np.random.default_rng(2)
     cs = [()] + [tuple(sorted(set(rng.choice(even, size=rng.integers(1, 4)).tolist()))) for _ in range(40)]
     cs = [c for c in cs if not np.any(np.sum([tree.node_mask(n) for n in c] or [np.zeros((48, 64))], axis=0) > 1)]
+    assert len(cs) > 10
     got = small.render(cs)
     assert got.shape == (len(cs), 24, 32, 3)
     for c, g in zip(cs, got):
-        want = cv2.resize(full(c), (32, 24), interpolation=cv2.INTER_AREA)
-        np.testing.assert_array_equal(g, want, err_msg=str(c))
+        block = tree.mask(c).reshape(24, 2, 32, 2)
+        assert np.all(block.all(axis=(1, 3)) == block.any(axis=(1, 3)))
+        vis = block.all(axis=(1, 3))
+        np.testing.assert_array_equal(g, np.where(vis[..., None], image, background), err_msg=str(c))
 
 
 @pytest.mark.parametrize("fill", ["inpaint_ns", "inpaint_telea"])
 def test_inpainting_runs_at_the_render_size(photo, fill):
     tree = axis_aligned(48, 64)
     m = Masker(photo, tree, fill, render_size=(24, 32))
-    small = cv2.resize(photo, (32, 24), interpolation=cv2.INTER_AREA)
+    small = _pil(photo, 24, 32)
     np.testing.assert_array_equal(m.rendered, small)
     np.testing.assert_array_equal(m((tree.root,)), small)
     np.testing.assert_array_equal(m(()), np.broadcast_to(small.mean(axis=(0, 1)).astype(np.uint8), small.shape))
@@ -150,3 +161,41 @@ def test_builtin_captioner_declares_its_input_size():
     h, w = render_shape((500, 400, 3), "auto", crop)
     side = int(0.875 * min(h, w))
     assert abs(side - 224) <= 1 and abs(h / w - 500 / 400) < 0.01  # the crop it takes is ~224 px
+
+
+def test_render_iter_yields_the_batch_in_order_one_chunk_ahead(photo):
+    import threading
+
+    from capshap.masking import thread_split
+
+    tree = axis_aligned(48, 64)
+    cs = _random_coalitions(tree, np.random.default_rng(4), 11)
+    m = Masker(photo, tree, "inpaint_telea", render_size=(24, 32))
+    want = m.render(cs)
+    started = []
+    second_started = threading.Event()
+    orig = m.render
+
+    def render(part, threads=None):
+        started.append(len(part))
+        if len(started) == 2:
+            second_started.set()
+        return orig(part, threads)
+
+    m.render = render
+    parts = []
+    for i, part in enumerate(m.render_iter(cs, chunk=4, threads=1)):
+        if i == 0:
+            # while the caller holds chunk 0, chunk 1 is being rendered in the background
+            assert second_started.wait(timeout=30)
+        parts.append(part)
+    assert started == [4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(parts), want)
+    assert list(m.render_iter([], chunk=4)) == []
+    with pytest.raises(ValueError, match="chunk"):
+        list(m.render_iter(cs, chunk=0))
+    # thread budgets never exceed the cores
+    for cores in (1, 2, 3, 8, 16):
+        a, b = thread_split(cores, overlap=True)
+        assert a >= 1 and b >= 1 and (a + b <= cores or cores == 1)
+        assert thread_split(cores) == (cores, cores)

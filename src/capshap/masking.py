@@ -14,7 +14,7 @@ the same image and visibility mask.
 
 Render size. A captioner resizes every image to its input size before its model sees it
 (the built-in one to 224x224, BLIP to 384x384), so masks of a 500 px photo can be rendered
-at that size instead: the image is resized once (cv2 INTER_AREA when shrinking), each
+at that size instead: the image is resized once (Pillow bicubic, antialiased), each
 coalition's visibility is mapped to the small grid (a rendered pixel is visible when the
 full-resolution pixel under its centre is), and the fill runs there (inpainting at 224 px
 costs a fifth of inpainting at 500 px). Backgrounds (blur, colours, images) are made at full
@@ -415,11 +415,17 @@ def parse_fill(fill: Fill) -> tuple[str, Any]:
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (H, W, C) uint8 to (h, w): INTER_AREA when shrinking, bicubic otherwise."""
-    cv2 = _cv2()
-    h, w = size
-    shrink = h <= image.shape[0] and w <= image.shape[1]
-    return cv2.resize(image, (int(w), int(h)), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    """Resize (H, W, 3) uint8 to (h, w) with Pillow's antialiased bicubic filter.
+
+    That is the filter Hugging Face image processors resize with (BLIP: PIL BICUBIC) and
+    the one torch's ``interpolate(mode="bicubic", antialias=True)`` (the built-in
+    captioner) was made to match, so the captioner gets (up to uint8 rounding) the pixels
+    its own resize would have made.
+    """
+    from PIL import Image
+
+    h, w = int(size[0]), int(size[1])
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.BICUBIC))
 
 
 def render_shape(
