@@ -16,6 +16,11 @@ captioner). Same tree (full resolution), budget and seed. Printed per photo:
 
     python benchmarks/render_size.py                          # 8 photos, max_evals 300
     python benchmarks/render_size.py --photos 2 --max-evals 100 --steps 5
+    python benchmarks/render_size.py --noise-reference --photos 3   # full vs full on the image +-1 grey level
+
+``--noise-reference`` replaces "auto" by a full-size run on the image with seeded +-1
+grey-level noise: how much the values move for an imperceptible change of the input,
+the yardstick for the auto-vs-full differences.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mask", default="inpaint_ns")
     ap.add_argument("--steps", type=int, default=10, help="deletion/insertion curve points")
     ap.add_argument("--random-orders", type=int, default=2)
+    ap.add_argument("--noise-reference", action="store_true",
+                    help="compare full with full on the image plus +-1 grey-level noise instead of auto")
     args = ap.parse_args(argv)
 
     import torch
@@ -95,7 +102,13 @@ def main(argv=None) -> int:
         full, _ = explain(img, scorer, cap, "full", **kw)
         t_full = time.perf_counter() - t
         t = time.perf_counter()
-        auto, size = explain(img, scorer, cap, "auto", **kw)
+        if args.noise_reference:
+            noise = np.random.default_rng(0).integers(-1, 2, size=img.shape)
+            noisy = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+            auto, size = explain(noisy, scorer, cap, "full", **kw)
+            auto.image = img  # the metrics run on the original image
+        else:
+            auto, size = explain(img, scorer, cap, "auto", **kw)
         t_auto = time.perf_counter() - t
         T = len(full.tokens)
         vf, va = full.values.reshape(-1, T), auto.values.reshape(-1, T)
