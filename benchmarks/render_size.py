@@ -70,6 +70,7 @@ def region_sums(tree, values, depth):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=int, default=8, help="how many of the 8 photos")
+    ap.add_argument("--names", nargs="+", help="photos by name (benchmarks/photos.py NAMES) instead of --photos")
     ap.add_argument("--max-side", type=int, default=500)
     ap.add_argument("--max-evals", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=50)
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     rows = []
-    for name, img in photos(args.max_side, NAMES[: args.photos]):
+    for name, img in photos(args.max_side, tuple(args.names) if args.names else NAMES[: args.photos]):
         caption = cap.caption([img])[0]
         scorer = capshap.OwnHead(cap).bind(caption)
         kw = dict(mask=args.mask, max_evals=args.max_evals, batch_size=args.batch_size, seed=0)
