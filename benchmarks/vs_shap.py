@@ -284,10 +284,10 @@ def main(argv=None) -> int:
     if args.photos:
         from photos import NAMES, photos
 
-        inputs = [(f"{n}", im) for side in args.sizes for n, im in photos(side, NAMES[: args.photos])]
+        inputs = [(f"{n}", im, side) for side in args.sizes for n, im in photos(side, NAMES[: args.photos])]
     else:
-        inputs = load_images(args.images)
-    for name, img in inputs:
+        inputs = [(n, im, max(im.shape[:2])) for n, im in load_images(args.images)]
+    for name, img, side in inputs:
         res = {}
         rss = {}
         if not args.skip_shap:
@@ -314,7 +314,7 @@ def main(argv=None) -> int:
             size = f"{img.shape[1]}x{img.shape[0]}"
             row = dict(image=name, size=size, pipeline=key, wall=r["wall"], ratio=ratio, model=r["model"],
                        other=other, share=r["model"] / r["wall"], calls=r["calls"], captions=r["captions"],
-                       diff=diff, corr=corr, floor=floor, to_floor=r["wall"] / floor, rss=rss[key])
+                       diff=diff, corr=corr, floor=floor, to_floor=r["wall"] / floor, rss=rss[key], side=side)
             rows.append(row)
             print(f"| {name} | {size} | {key} | {r['wall']:.2f} | {ratio:.1f}x | {r['model']:.2f} | {mask_cpu:.2f} | "
                   f"{floor:.2f} | {row['to_floor']:.2f} | {other:.2f} | "
@@ -324,9 +324,9 @@ def main(argv=None) -> int:
     print(f"render size: {args.render_size}")
     print("| max side | pipeline | median wall s | median ratio to shap | median model share | median wall / floor |")
     print("|---|---|---|---|---|---|")
-    groups = dict.fromkeys((max(int(v) for v in r["size"].split("x")), r["pipeline"]) for r in rows)
+    groups = dict.fromkeys((r["side"], r["pipeline"]) for r in rows)
     for side, key in groups:
-        sel = [r for r in rows if r["pipeline"] == key and max(int(v) for v in r["size"].split("x")) == side]
+        sel = [r for r in rows if r["pipeline"] == key and r["side"] == side]
         print(f"| {side} | {key} | {statistics.median(r['wall'] for r in sel):.2f} | "
               f"{statistics.median(r['ratio'] for r in sel):.1f}x | "
               f"{100 * statistics.median(r['share'] for r in sel):.0f}% | "
