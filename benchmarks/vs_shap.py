@@ -21,6 +21,15 @@ captions, and the agreement with shap's values.
     python benchmarks/vs_shap.py                      # examples/*.jpg, max_evals 300, batch 50, inpaint_ns
     python benchmarks/vs_shap.py --images examples/2.jpg --max-evals 100 --mask "blur(10,10)"
     python benchmarks/vs_shap.py --device cuda        # on a GPU machine
+    python benchmarks/vs_shap.py --photos 2 --sizes 224 500 --render-size auto   # real photos, two sizes
+
+With ``--photos N`` the images are the first N of the eight sample photos of
+benchmarks/photos.py, loaded at each ``--sizes`` max side (224: like the examples, 500:
+the CLI's default). ``--render-size`` (full, auto or N) is the size capshap renders masks
+at (the shap pipeline always masks at full size); the agreement columns compare with shap
+only at ``full``. Also printed: capshap's floor, the model's forward time plus the masking
+time spread over all cores (masking CPU seconds / cores), the ratio of the wall time to it,
+and the process's peak RSS after each run.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import argparse
 import glob
 import logging
 import os
+import resource
 import statistics
 import sys
 import time
@@ -40,6 +50,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Clock:
@@ -152,20 +168,62 @@ def run_shap(img, captioner, lm, tok, clock, mask, max_evals, batch_size, device
             "values": np.asarray(sv.values[0]), "tokens": list(sv.output_names) if sv.output_names is not None else None}
 
 
-def run_capshap(img, captioner, factory, clock, mask, max_evals, batch_size, channels):
-    import capshap
+class CpuTimedMasker:
+    """Wraps capshap.masking.Masker to add up the CPU seconds its render threads spend."""
+
+    def __init__(self, masker):
+        self.masker = masker
+        self.cpu = 0.0
+        orig = masker.apply_rendered
+
+        def timed(*a, **k):
+            t = time.thread_time()
+            try:
+                return orig(*a, **k)
+            finally:
+                self.cpu += time.thread_time() - t
+
+        vis = masker.visible_rendered
+
+        def timed_vis(*a, **k):
+            t = time.thread_time()
+            try:
+                return vis(*a, **k)
+            finally:
+                self.cpu += time.thread_time() - t
+
+        masker.apply_rendered = timed
+        masker.visible_rendered = timed_vis
+
+
+def run_capshap(img, captioner, factory, clock, mask, max_evals, batch_size, channels, render_size="full"):
+    import capshap.run as run
+    from capshap.masking import Masker, render_shape
+
+    size = render_shape(img.shape, render_size, captioner)
+    made = []
+
+    def masker(*a, **k):  # run.py does not take a render size yet (the lead wires it)
+        m = CpuTimedMasker(Masker(*a, render_size=size, **k))
+        made.append(m)
+        return m.masker
 
     clock.reset()
     t = time.perf_counter()
     caption = captioner.caption([img])[0]
     scorer = factory.bind(caption) if hasattr(factory, "bind") else factory(caption)
-    exp = capshap.explain_image(img, scorer, mask=mask, max_evals=max_evals, batch_size=batch_size,
+    run.Masker = masker
+    try:
+        exp = run.explain_image(img, scorer, mask=mask, max_evals=max_evals, batch_size=batch_size,
                                 channels=channels)
+    finally:
+        run.Masker = Masker
     wall = time.perf_counter() - t
     caps = exp.captions
     return {"wall": wall, "model": clock.seconds, "calls": clock.calls,
             "captions": (len(caps) if caps is not None else 0) + 1, "values": exp.values, "tokens": exp.tokens,
-            "timings": exp.timings, "n_evals": exp.n_evals}
+            "timings": exp.timings, "n_evals": exp.n_evals, "mask_cpu": made[0].cpu if made else float("nan"),
+            "render": size}
 
 
 def agreement(a, b):
@@ -186,7 +244,12 @@ def main(argv=None) -> int:
     ap.add_argument("--mask", default="inpaint_ns")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-shap", action="store_true", help="only time capshap")
+    ap.add_argument("--photos", type=int, default=0, help="use the first N sample photos (benchmarks/photos.py)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[224, 500], help="max sides of the sample photos")
+    ap.add_argument("--render-size", default="full", help="full, auto or N: capshap's render size")
     args = ap.parse_args(argv)
+    if args.render_size not in ("full", "auto"):
+        args.render_size = int(args.render_size)
     logging.basicConfig(level=logging.WARNING)
 
     import torch
@@ -213,41 +276,61 @@ def main(argv=None) -> int:
     own = capshap.OwnHead(captioner)
 
     rows = []
-    head = ("| image | pipeline | wall s | ratio to shap | model s | other s | model share | model calls | captions "
-            "| max abs diff | corr |")
+    cores = os.cpu_count() or 1
+    head = ("| image | size | pipeline | wall s | ratio to shap | model s | mask s (cpu) | floor s | wall / floor "
+            "| other s | model share | model calls | captions | max abs diff | corr | peak RSS MiB |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for name, img in load_images(args.images):
+    if args.photos:
+        from photos import NAMES, photos
+
+        inputs = [(f"{n}", im, side) for side in args.sizes for n, im in photos(side, NAMES[: args.photos])]
+    else:
+        inputs = [(n, im, max(im.shape[:2])) for n, im in load_images(args.images)]
+    for name, img, side in inputs:
         res = {}
+        rss = {}
         if not args.skip_shap:
             res["shap"] = run_shap(img, captioner, lm, tok, clock, args.mask, args.max_evals, args.batch_size, dev)
+            rss["shap"] = peak_rss_mb()
         res["capshap surrogate (shap tree)"] = run_capshap(img, captioner, surrogate, clock, args.mask,
-                                                           args.max_evals, args.batch_size, channels=True)
+                                                           args.max_evals, args.batch_size, channels=True,
+                                                           render_size=args.render_size)
+        rss["capshap surrogate (shap tree)"] = peak_rss_mb()
         res["capshap own head"] = run_capshap(img, captioner, own, clock, args.mask, args.max_evals,
-                                              args.batch_size, channels=False)
+                                              args.batch_size, channels=False, render_size=args.render_size)
+        rss["capshap own head"] = peak_rss_mb()
         for key, r in res.items():
             ratio = res["shap"]["wall"] / r["wall"] if "shap" in res else float("nan")
             diff = corr = float("nan")
-            if key.startswith("capshap surrogate") and "shap" in res:
+            if key.startswith("capshap surrogate") and "shap" in res and r.get("render") is None:
                 sv = res["shap"]["values"]
                 ours = r["values"]
                 if sv.shape == ours.shape:
                     diff, corr = agreement(sv, ours)
             other = r["wall"] - r["model"]
-            row = dict(image=name, pipeline=key, wall=r["wall"], ratio=ratio, model=r["model"], other=other,
-                       share=r["model"] / r["wall"], calls=r["calls"], captions=r["captions"], diff=diff, corr=corr)
+            mask_cpu = r.get("mask_cpu", float("nan"))
+            floor = r["model"] + mask_cpu / cores if key != "shap" else float("nan")
+            size = f"{img.shape[1]}x{img.shape[0]}"
+            row = dict(image=name, size=size, pipeline=key, wall=r["wall"], ratio=ratio, model=r["model"],
+                       other=other, share=r["model"] / r["wall"], calls=r["calls"], captions=r["captions"],
+                       diff=diff, corr=corr, floor=floor, to_floor=r["wall"] / floor, rss=rss[key], side=side)
             rows.append(row)
-            print(f"| {name} | {key} | {r['wall']:.2f} | {ratio:.1f}x | {r['model']:.2f} | {other:.2f} | "
-                  f"{100 * row['share']:.0f}% | {r['calls']} | {r['captions']} | {diff:.2g} | {corr:.4f} |",
-                  flush=True)
+            print(f"| {name} | {size} | {key} | {r['wall']:.2f} | {ratio:.1f}x | {r['model']:.2f} | {mask_cpu:.2f} | "
+                  f"{floor:.2f} | {row['to_floor']:.2f} | {other:.2f} | "
+                  f"{100 * row['share']:.0f}% | {r['calls']} | {r['captions']} | {diff:.2g} | {corr:.4f} | "
+                  f"{row['rss']:.0f} |", flush=True)
     print()
-    print("| pipeline | median wall s | median ratio to shap | median model share |")
-    print("|---|---|---|---|")
-    for key in dict.fromkeys(r["pipeline"] for r in rows):
-        sel = [r for r in rows if r["pipeline"] == key]
-        print(f"| {key} | {statistics.median(r['wall'] for r in sel):.2f} | "
+    print(f"render size: {args.render_size}")
+    print("| max side | pipeline | median wall s | median ratio to shap | median model share | median wall / floor |")
+    print("|---|---|---|---|---|---|")
+    groups = dict.fromkeys((r["side"], r["pipeline"]) for r in rows)
+    for side, key in groups:
+        sel = [r for r in rows if r["pipeline"] == key and r["side"] == side]
+        print(f"| {side} | {key} | {statistics.median(r['wall'] for r in sel):.2f} | "
               f"{statistics.median(r['ratio'] for r in sel):.1f}x | "
-              f"{100 * statistics.median(r['share'] for r in sel):.0f}% |")
+              f"{100 * statistics.median(r['share'] for r in sel):.0f}% | "
+              f"{statistics.median(r['to_floor'] for r in sel):.2f} |")
     return 0
 
 

@@ -96,3 +96,79 @@ def test_background_of_wrong_shape(photo):
     tree = axis_aligned(*photo.shape[:2])
     with pytest.raises(ValueError, match="background image"):
         Masker(photo, tree, np.zeros((3, 3, 3), np.uint8))
+
+
+# -- the fill registry -------------------------------------------------------------------
+
+
+def test_fill_help_lists_every_registered_fill():
+    from capshap.masking import FILL_HELP, FILLS, fill_help
+
+    assert fill_help() == FILL_HELP
+    assert FILL_HELP.endswith(", or a background image array")
+    for entry in FILLS:
+        assert entry.help in FILL_HELP
+
+
+def test_adding_a_fill_is_one_registration(photo):
+    from capshap.masking import FILLS, BackgroundFill, fill_help, make_fill
+
+    class Stripes(BackgroundFill):
+        def make_background(self, image):
+            bg = np.zeros_like(image)
+            bg[:: self.value] = 255
+            return bg
+
+    def factory(arg):
+        if arg is None or not arg.isdigit() or int(arg) < 1:
+            raise ValueError(f"mask option stripes({arg}) needs a period >= 1, e.g. stripes(4)")
+        return Stripes("stripes", int(arg))
+
+    FILLS.register("stripes", factory, help="stripes(n) white rows every n pixels")
+    try:
+        assert parse_fill("stripes(3)") == ("stripes", 3)
+        assert "stripes(n)" in fill_help()
+        with pytest.raises(ValueError, match="period"):
+            parse_fill("stripes(0)")
+        tree = axis_aligned(*photo.shape[:2])
+        out = Masker(photo, tree, "stripes(3)")(())
+        want = np.zeros_like(photo)
+        want[::3] = 255
+        np.testing.assert_array_equal(out, want)
+        with pytest.raises(ValueError, match="registered already"):
+            FILLS.register("stripes", factory, help="again")
+        assert make_fill(make_fill("stripes(2)")).value == 2  # a fill object passes through
+    finally:
+        FILLS.unregister("stripes")
+    with pytest.raises(ValueError, match="unknown mask option"):
+        parse_fill("stripes(3)")
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ("inpaint", "unknown mask option 'inpaint'; use inpaint_ns"),
+        ("blur(3)", "unknown mask option 'blur(3)'"),
+        ("blur(0,3)", "blur kernel in mask option"),
+        (300, "mask value 300 is outside 0..255"),
+        ("300", "mask value 300.0 is outside 0..255"),
+        ((1, 2), "must have 3 components"),
+        ("1,2,300", "has components outside 0..255"),
+        (True, "unknown mask option True"),
+    ],
+)
+def test_error_messages_are_kept(bad, message):
+    with pytest.raises(ValueError) as e:
+        parse_fill(bad)
+    assert message in str(e.value)
+
+
+def test_more_fill_syntaxes_parse():
+    assert parse_fill("  INPAINT_TELEA ") == ("inpaint_telea", None)
+    assert parse_fill("blur (4, 5)") == ("blur", (4, 5))
+    assert parse_fill(np.float64(3.5)) == ("value", 3.5)
+    assert parse_fill(np.array(7)) == ("value", 7.0)
+    kind, v = parse_fill([1, 2, 3])
+    assert kind == "value" and list(v) == [1, 2, 3]
+    kind, v = parse_fill(np.zeros((4, 4, 3), np.uint8))
+    assert kind == "image" and v.shape == (4, 4, 3)

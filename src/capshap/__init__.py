@@ -6,25 +6,38 @@ The small public API::
     exps = capshap.explain("examples/")           # offline default captioner
     exps[0].plot(); exps[0].save("out/1")
 
-Heavy parts (torch, transformers, scikit-image) load only when used.
+Every part loads only when used (torch, transformers and scikit-image included).
 """
 
 from importlib import import_module
 from typing import Any
 
-from capshap.run import explain, explain_image, make_scorer, make_tree
-from capshap.explanation import Explanation
-from capshap.images import ImageError, iter_images, load_image
-from capshap.masking import Masker
-from capshap.interfaces import Captioner, FunctionCaptioner, FunctionScorer, Scorer, as_captioner
-from capshap.scoring.own import OwnHead
-from capshap.scoring.presence import PresenceScorer
-from capshap.owen import OwenResult, owen
-from capshap.regions.tree import Tree, axis_aligned
+from capshap.owen import OwenResult, owen  # eager: ``capshap.owen`` is the function, not the module
 
 __version__ = "0.1.0"
 
+# Everything loads on first use (PEP 562), so that ``import capshap`` (and ``capshap
+# --help`` / ``capshap version``) costs nothing: numpy, OpenCV, Pillow and torch load with
+# the first function that needs them.
 _LAZY = {
+    "explain": ".run",
+    "explain_image": ".run",
+    "make_scorer": ".run",
+    "make_tree": ".run",
+    "Explanation": ".explanation",
+    "ImageError": ".images",
+    "iter_images": ".images",
+    "load_image": ".images",
+    "Masker": ".masking",
+    "Captioner": ".interfaces",
+    "FunctionCaptioner": ".interfaces",
+    "FunctionScorer": ".interfaces",
+    "Scorer": ".interfaces",
+    "as_captioner": ".interfaces",
+    "OwnHead": ".scoring.own",
+    "PresenceScorer": ".scoring.presence",
+    "Tree": ".regions.tree",
+    "axis_aligned": ".regions.tree",
     "HFCaptioner": ".captioners.hf",
     "ModelLoadError": ".captioners.hf",
     "SurrogateScorer": ".scoring.surrogate",
@@ -44,33 +57,12 @@ _LAZY = {
     "load_boxes": ".metrics",
 }
 
-__all__ = [
-    "explain",
-    "explain_image",
-    "make_scorer",
-    "make_tree",
-    "Explanation",
-    "ImageError",
-    "iter_images",
-    "load_image",
-    "Masker",
-    "Captioner",
-    "FunctionCaptioner",
-    "FunctionScorer",
-    "OwnHead",
-    "PresenceScorer",
-    "Scorer",
-    "as_captioner",
-    "OwenResult",
-    "owen",
-    "Tree",
-    "axis_aligned",
-    "__version__",
-    *_LAZY,
-]
+__all__ = ["__version__", "OwenResult", "owen", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'capshap' has no attribute {name!r}")

@@ -19,10 +19,12 @@ import heapq
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from capshap.regions.tree import Tree
+if TYPE_CHECKING:  # annotations only; keeps ``import capshap`` light
+    from capshap.regions.tree import Tree
 
 logger = logging.getLogger(__name__)
 

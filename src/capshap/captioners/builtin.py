@@ -252,6 +252,9 @@ class BuiltinCaptioner(Captioner):
         self.top_k = int(top_k)
         self.batch_size = int(batch_size)
         self.crop_fraction = None if crop_fraction is None else float(crop_fraction)
+        # the whole image is resized to 224x224 (aspect ratio not kept); with a crop the
+        # size depends on the image: see input_size_for
+        self.input_size = (INPUT_SIZE, INPUT_SIZE) if self.crop_fraction is None else None
         self._model: Any = None
         self._multi = [
             (j, cls) for j, cls in enumerate(self._label_classes.values()) if len(cls) > 1
@@ -264,6 +267,23 @@ class BuiltinCaptioner(Captioner):
     @property
     def name(self) -> str:
         return "builtin-efficientnet-lite0"
+
+    def input_size_for(self, image_shape: Sequence[int]) -> tuple[int, int]:
+        """(h, w) an image of ``image_shape`` (H, W, ...) can be resized to before this
+        captioner sees it, without changing what its model gets beyond resampling.
+
+        Without a crop: (224, 224), the whole image resized (aspect ratio not kept). With
+        ``crop_fraction``: the image scaled (aspect ratio kept) so that the centre square
+        it crops is 224 px, i.e. the size of a resize step before the crop; the captioner
+        then crops that square and its own resize to 224 is (nearly) the identity.
+        Maskers render masked images at this size (``render_size="auto"``).
+        """
+        h, w = int(image_shape[0]), int(image_shape[1])
+        if self.crop_fraction is None:
+            return (INPUT_SIZE, INPUT_SIZE)
+        side = max(1, int(self.crop_fraction * min(h, w)))
+        s = INPUT_SIZE / side
+        return (max(1, round(h * s)), max(1, round(w * s)))
 
     # -- model -------------------------------------------------------------------------
 

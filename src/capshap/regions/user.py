@@ -27,7 +27,6 @@ from typing import Union
 
 import numpy as np
 
-from capshap.images import is_image_path
 from capshap.registry import SpecError
 
 __all__ = ["TreeSource", "read_label_map", "resize_nearest", "image_files", "has_mask_images"]
@@ -97,6 +96,8 @@ def _fit_to(a: np.ndarray, what: str, image: np.ndarray, original: tuple[int, in
 
 def image_files(folder: Path) -> list[Path]:
     """The image files directly in ``folder`` (hidden files excluded), sorted."""
+    from capshap.images import is_image_path  # OpenCV and Pillow load when images do
+
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_path(p))
 
 
