@@ -27,7 +27,7 @@ import numpy as np
 from capshap import images as _images
 from capshap.explanation import Explanation
 from capshap.interfaces import Captioner, ImageLimits, MaskerLike, Scorer, as_captioner
-from capshap.masking import Fill, Masker
+from capshap.masking import Fill, Masker, render_shape
 from capshap.owen import check_params, owen
 from capshap.progress import Bars, wants_bars
 from capshap.regions import TREES, TreeSpec, make_tree
@@ -289,6 +289,7 @@ def explain_image(
     threads: int | None = None,
     masker: MaskerLike | None = None,
     settings: Settings | None = None,
+    render_size: tuple[int, int] | None = None,
 ) -> Explanation:
     """Explain the caption a bound ``scorer`` holds on one image.
 
@@ -305,6 +306,9 @@ def explain_image(
         ``tree`` are ignored and the masker's tree is used.
     settings : Settings, optional
         Stored in the explanation (the API and CLI pass the run's settings).
+    render_size : (h, w), optional
+        Render masked images at this size (the captioner's input size) instead of the
+        image's; the tree and the values stay at full size. None: full size (shap parity).
 
     Returns
     -------
@@ -320,7 +324,7 @@ def explain_image(
             raise ValueError(f"the masker's tree covers {region_tree.shape[:2]} pixels but the image is {image.shape[:2]}")
     else:
         region_tree = make_tree(tree, image, channels=channels, n_segments=n_segments)
-        masker = Masker(image, region_tree, mask, threads=threads)
+        masker = Masker(image, region_tree, mask, threads=threads, render_size=render_size)
     t_tree = time.perf_counter() - t0
     captions: list[str] = []
     made_captions = [False]
@@ -372,6 +376,7 @@ def explain_image(
         "n_segments": int(n_segments) if region_tree.kind != "axis" else None,
         "seed": seed,
         "scorer": type(scorer).__name__,
+        "render_size": list(masker.render_size) if getattr(masker, "render_size", None) else None,
     }
     if settings is None:
         settings = Settings(
@@ -476,6 +481,7 @@ def explain_input(
             fixed_context=s.fixed_context, tree=tree if tree is not None else "axis", channels=s.channels,
             n_segments=s.n_segments, seed=s.seed, name=item.name, masker=parts.masker, settings=s,
             progress=bars.advance if bars is not None else None,
+            render_size=render_shape(item.array.shape, s.render_size, parts.captioner),
         )
     except KeyboardInterrupt:
         raise

@@ -195,3 +195,26 @@ def test_own_masker_and_tree_objects():
                            progress=False)
     np.testing.assert_array_equal(exps[0].values, a.values)
     assert exps[0].settings.tree == "custom"
+
+
+def test_render_size_auto_renders_at_the_captioners_input_size():
+    class Sized(Counting):
+        input_size = (16, 12)
+
+    seen = []
+
+    def fn(batch):
+        seen.append(batch.shape[1:3])
+        return batch.reshape(len(batch), -1).mean(1, keepdims=True) / 255.0
+
+    img = _image(40, 30)
+    exp = capshap.explain([img], captioner=Sized(), scorer=FunctionScorer(fn, ["m"]), render_size="auto",
+                          max_evals=20, batch_size=10, mask="inpaint_telea", progress=False)[0]
+    assert set(seen) == {(16, 12)}
+    assert exp.values.shape[:2] == (40, 30)  # values stay per pixel of the loaded image
+    assert exp.params["render_size"] == [16, 12] and exp.settings.render_size == "auto"
+    np.testing.assert_allclose(exp.node_values.sum(0), exp.outputs - exp.base_values, atol=1e-9)
+    seen.clear()
+    full = capshap.explain([img], captioner=Sized(), scorer=FunctionScorer(fn, ["m"]), max_evals=20,
+                           batch_size=10, mask="inpaint_telea", progress=False)[0]
+    assert set(seen) == {(40, 30)} and full.params["render_size"] is None

@@ -178,6 +178,8 @@ class CachingCaptioner(Captioner):
         self.namespace = namespace
         self.input_size = getattr(inner, "input_size", None)
         self.limits = getattr(inner, "limits", None)
+        if callable(getattr(inner, "input_size_for", None)):
+            self.input_size_for = inner.input_size_for
 
     @property
     def name(self) -> str:

@@ -50,6 +50,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             generate=parse_options(args.generate, "--generate") or None,
             caption=args.caption,
             tokens=args.tokens,
+            render_size=args.render_size,
             cache_dir=args.cache,
         )
     except SpecError as e:
@@ -96,9 +97,9 @@ def _explain(args: argparse.Namespace) -> int:
     from capshap.runfolder import RunFolder, RunFolderError, list_inputs
 
     # ---- validate everything before any model loads or any image is read
-    try:
-        import matplotlib  # noqa: F401  (the plots; checked before hours of work)
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:  # the plots; checked before hours of work
         raise UsageError("the plots need matplotlib: pip install 'capshap[plots]'") from None
     settings = settings_from_args(args)
     for p in args.paths:
