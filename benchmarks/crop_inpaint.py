@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from capshap.masking import CROP_MARGIN, Masker
-    from capshap.regions.tree import axis_aligned
+    from capshap.regions.axis import axis_aligned
     from photos import NAMES, photos
     from test_crop_inpaint import _owen_like
 

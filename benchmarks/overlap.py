@@ -31,7 +31,7 @@ def run_once(img, scorer, cap, overlap, max_evals, batch_size, mask):
 
     from capshap.masking import Masker, render_shape, thread_split
     from capshap.owen import owen
-    from capshap.regions.tree import axis_aligned
+    from capshap.regions.axis import axis_aligned
 
     model_threads, mask_threads = thread_split(overlap=overlap)
     torch.set_num_threads(model_threads)

@@ -25,7 +25,7 @@ def main() -> int:
     import skimage.data
     from PIL import Image
 
-    from capshap.regions.tree import axis_aligned
+    from capshap.regions.axis import axis_aligned
     from capshap.regions.segments import segments
 
     print("| tree | image | best s | median s | leaves | depth |")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from capshap.masking import CROP_MARGIN, INPAINT_RADIUS, InpaintFill, Masker
-from capshap.regions.tree import axis_aligned
+from capshap.regions.axis import axis_aligned
 
 SIZE = (40, 56)  # small photos keep thousands of full-image inpaintings fast
 

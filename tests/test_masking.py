@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from capshap.masking import Masker, parse_fill
-from capshap.regions.tree import axis_aligned
+from capshap.regions.axis import axis_aligned
 
 shap = pytest.importorskip("shap")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from capshap.owen import owen
-from capshap.regions.tree import axis_aligned
+from capshap.regions.axis import axis_aligned
 
 shap = pytest.importorskip("shap")
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from capshap.regions.tree import Tree, axis_aligned
+from capshap.regions.axis import axis_aligned
+from capshap.regions.tree import Tree
 
 shap = pytest.importorskip("shap")
 

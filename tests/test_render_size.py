@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from capshap.masking import Masker, render_shape
-from capshap.regions.tree import axis_aligned
+from capshap.regions.axis import axis_aligned
 
 
 @pytest.fixture(scope="module")

@@ -377,7 +377,7 @@ def test_a_second_run_into_a_busy_folder_is_refused(tmp_path, counting, capsys):
 
 
 def test_explanation_save_keeps_dotted_names_and_leaves_no_temporaries(tmp_path, monkeypatch):
-    from capshap.regions.tree import axis_aligned
+    from capshap.regions.axis import axis_aligned
     from capshap.run import explain_image
 
     class Const:

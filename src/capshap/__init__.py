@@ -14,13 +14,18 @@ from typing import Any
 
 from capshap.owen import OwenResult, owen  # eager: ``capshap.owen`` is the function, not the module
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Everything loads on first use (PEP 562), so that ``import capshap`` (and ``capshap
 # --help`` / ``capshap version``) costs nothing: numpy, OpenCV, Pillow and torch load with
 # the first function that needs them.
 _LAZY = {
     "explain": ".run",
+    "Settings": ".settings",
+    "CAPTIONERS": ".captioners",
+    "SCORERS": ".scoring",
+    "TREES": ".regions",
+    "FILLS": ".masking",
     "explain_image": ".run",
     "make_scorer": ".run",
     "make_tree": ".run",
@@ -37,7 +42,7 @@ _LAZY = {
     "OwnHead": ".scoring.own",
     "PresenceScorer": ".scoring.presence",
     "Tree": ".regions.tree",
-    "axis_aligned": ".regions.tree",
+    "axis_aligned": ".regions.axis",
     "HFCaptioner": ".captioners.hf",
     "ModelLoadError": ".captioners.hf",
     "SurrogateScorer": ".scoring.surrogate",

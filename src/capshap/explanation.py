@@ -237,7 +237,7 @@ class Explanation:
             if tmeta is not None and "tree_linkage" in arrays:
                 tree = Tree.from_arrays(arrays, kind=tmeta["kind"], params=tmeta.get("params"))
             elif tmeta is not None and tmeta.get("rebuild") == "axis":
-                from capshap.regions.tree import axis_aligned
+                from capshap.regions.axis import axis_aligned
 
                 shape = [int(v) for v in tmeta["shape"]]  # checked against the values' grid
                 tree = axis_aligned(shape[0], shape[1], channels=len(shape) == 3, c=shape[2] if len(shape) == 3 else 3)

@@ -48,7 +48,7 @@ from capshap.explanation import Explanation
 from capshap.interfaces import Scorer
 from capshap.masking import Fill, Masker
 from capshap.metrics.tokens import TokenSpec, pixel_values, token_indices
-from capshap.regions.tree import axis_aligned
+from capshap.regions.axis import axis_aligned
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from typing import Any, Union
 
 import numpy as np
 
-from capshap.registry import Registry, SpecError
-from capshap.regions.tree import Tree, axis_aligned
+from capshap.regions.axis import axis_aligned
+from capshap.regions.tree import Tree
 from capshap.regions.user import TreeSource, has_mask_images
+from capshap.registry import Registry, SpecError
 
 __all__ = ["TREES", "SEGMENT_METHODS", "Tree", "TreeSpec", "axis_aligned", "make_tree", "parse_tree"]
 

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["Tree", "axis_aligned", "from_linkage", "segments"]
+__all__ = ["Tree"]
 
 
 @dataclass(eq=False)
@@ -102,9 +102,6 @@ class Tree:
     @property
     def channels(self) -> bool:
         return self.leaf_index.ndim == 3
-
-    def is_leaf(self, node: int) -> bool:
-        return node < self.n_leaves
 
     def left(self, node: int) -> int:
         return int(self.children[node - self.n_leaves, 0])
@@ -204,20 +201,3 @@ class Tree:
             rects=None if rects is None else np.asarray(rects),
             params=dict(params or {}),
         )
-
-
-def from_linkage(linkage: np.ndarray, leaf_index: np.ndarray, kind: str = "custom", **params: Any) -> Tree:
-    """Build a :class:`Tree` from a scipy-style linkage and a map element -> leaf."""
-    return Tree(np.asarray(linkage), np.asarray(leaf_index), kind=kind, params=params)
-
-
-def segments(image: np.ndarray, method: str = "slic", n_segments: int = 64, **kwargs: Any) -> Tree:
-    """A tree whose leaves are superpixels merged bottom-up; see :func:`capshap.regions.segments.segments`."""
-    from capshap.regions.segments import segments as _segments  # scikit-image loads only when used
-
-    return _segments(image, method=method, n_segments=n_segments, **kwargs)
-
-
-# the axis-aligned builder lives in axis.py; imported here so that
-# ``from capshap.regions.tree import Tree, axis_aligned`` keeps working
-from capshap.regions.axis import axis_aligned  # noqa: E402
