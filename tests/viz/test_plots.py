@@ -28,7 +28,7 @@ from capshap.viz.plots import (
 from capshap.viz.report import Report
 from capshap.regions.segments import from_labels
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")

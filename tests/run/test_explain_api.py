@@ -8,7 +8,7 @@ import pytest
 
 import capshap
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _scorer_factory(caption):

@@ -30,7 +30,7 @@ from capshap.scoring import build_scorer
 def parse_generate(text):
     return parse_options(text, "--generate")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 SMALL = ["--max-evals", "12", "--batch-size", "12"]
 

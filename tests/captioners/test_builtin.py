@@ -22,7 +22,7 @@ from skimage import data as skdata
 from capshap.captioners.builtin import BuiltinCaptioner, format_caption, label_scores
 from capshap.scoring.own import OwnHead
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TSV = ROOT / "src" / "capshap" / "data" / "imagenet_labels.tsv"
 BIRD_CLASSES = set(range(7, 25)) | set(range(80, 101)) | set(range(127, 147))
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
