@@ -87,9 +87,13 @@ def recipe_of(parts: Any) -> dict[str, Any]:
         objects["tree"] = parts.tree
     if s.mask == "image":
         objects["mask"] = parts.fill
+    try:  # what Ray itself uses: sends functions and local classes by value
+        from ray import cloudpickle as dumper
+    except ImportError:  # pragma: no cover - ray is needed to run anyway
+        dumper = pickle
     for key, obj in objects.items():
         try:
-            pickle.dumps(obj)
+            dumper.dumps(obj)
         except Exception as e:  # noqa: BLE001 - any pickling failure says the same
             raise ValueError(
                 f"the Ray runner rebuilds the {key} on each worker, but the {key} object "
