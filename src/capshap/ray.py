@@ -179,6 +179,8 @@ def run_ray(
     from capshap.run import Outcome, _reason
 
     ray = _import_ray()
+    if address in ("", "local"):
+        address = None
     recipe = recipe_of(parts)  # before any cluster work: a bad object fails at once
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")

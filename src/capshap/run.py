@@ -50,6 +50,7 @@ __all__ = [
     "explain_input",
     "run_serial",
     "run_images",
+    "runner_options",
     "RUNNERS",
     "inputs_from",
 ]
@@ -534,6 +535,29 @@ def run_images(
 
     return run_ray(items, parts, address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
                    in_flight=in_flight, n_images=n_images, bars=bars)
+
+
+def runner_options(
+    n_images: int | None,
+    *,
+    in_flight: int | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float = 0,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """The :func:`run_images` keywords for the command line's ``--in-flight N``, ``--ray
+    [ADDRESS]``, ``--workers`` and ``--gpus-per-worker``: Ray when asked; else in flight when
+    more than one image is run (``in_flight`` default from the device, 1 means serial)."""
+    if ray is not None:
+        return {"runner": "ray", "ray_address": ray, "workers": workers, "gpus_per_worker": gpus_per_worker,
+                "in_flight": in_flight}
+    from capshap.flight import default_in_flight
+
+    k = in_flight if in_flight is not None else default_in_flight(device)
+    if k <= 1 or (n_images is not None and n_images <= 1):
+        return {"runner": "serial"}
+    return {"runner": "in_flight", "in_flight": k}
 
 
 # -------------------------------------------------------------------------------- API
