@@ -72,6 +72,7 @@ def diff(ref: dict, got: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=32)
+    ap.add_argument("--azure-images", type=int, default=None, help="images for the fake Azure runs (default: --images)")
     ap.add_argument("--max-evals", type=int, default=300)
     ap.add_argument("--max-side", type=int, default=500)
     ap.add_argument("--mask", default="inpaint_ns")
@@ -86,13 +87,14 @@ def main() -> int:
     from capshap.run import prepare
     from capshap.settings import Settings
 
-    items = dataset(args.images, args.max_side)
     k = args.in_flight or default_in_flight(args.device)
     runners = args.runners.split(",")
-    print(f"{len(items)} images, max_evals {args.max_evals}, mask {args.mask}, in flight {k}, "
+    print(f"{args.images} images, max_evals {args.max_evals}, mask {args.mask}, in flight {k}, "
           f"{os.cpu_count()} CPUs", flush=True)
     for cap in args.captioners.split(","):
         server = None
+        items = dataset(args.azure_images or args.images, args.max_side) if cap == "azure" else dataset(
+            args.images, args.max_side)
         if cap == "builtin":
             s = Settings(captioner="builtin", scorer="own", max_evals=args.max_evals, mask=args.mask,
                          max_side=args.max_side, device=args.device)
