@@ -47,3 +47,24 @@ def test_credit_outside_the_box_is_flagged_and_files_are_escaped(tmp_path):
     assert [w["word"] for w in json.loads(j.read_text())["words"]] == ["cat", "script"]
     page = h.read_text()
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_mask_folder_regions(tmp_path):
+    from PIL import Image
+
+    from capshap.summary import mask_regions
+
+    (tmp_path / "cat").mkdir()
+    m = np.zeros((8, 8), np.uint8)
+    m[:, :2] = 255
+    Image.fromarray(m).save(tmp_path / "cat" / "left.png")
+    m2 = np.zeros((8, 8), np.uint8)
+    m2[:2, :] = 255
+    Image.fromarray(m2).save(tmp_path / "cat_top.png")
+    v = np.arange(64, dtype=float).reshape(8, 8, 1)
+    s = summarize([_exp("cat.jpg", ["cat"], v), _exp("dog.jpg", ["cat"], v)], mask_regions(tmp_path))
+    inside = (m > 0) | (m2 > 0)
+    w = s["words"][0]
+    assert w["images"] == 2 and w["images_with_regions"] == 1  # dog.jpg has no masks
+    assert w["mean_share_inside"] == pytest.approx(v[..., 0][inside].sum() / v.sum())
+    assert w["mostly_outside"] == ["cat.jpg"]

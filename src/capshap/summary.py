@@ -10,8 +10,8 @@ For every word that appears in the explained captions (lower case, punctuation d
   images where less than half of it does (the captioner said the word for something else).
   Images without regions, or where the word has no positive credit, do not count there.
 
-:func:`summarize` computes it from explanations (one at a time, so a run of thousands
-streams through); :func:`write_summary` writes ``summary.json`` and a self-contained
+:class:`Summary` (``add(exp)`` as images finish) or :func:`summarize` computes it from
+explanations, one at a time, so a run of thousands streams through; :func:`write_summary` writes ``summary.json`` and a self-contained
 ``summary.html`` page (text escaped, no scripts) sorted by how often each word appears.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from capshap.text import words
 
-__all__ = ["WordStats", "summarize", "write_summary", "box_regions", "summary_html"]
+__all__ = ["WordStats", "Summary", "summarize", "write_summary", "box_regions", "mask_regions", "summary_html"]
 
 Regions = Callable[[Any], "np.ndarray | None"]
 """Explanation -> (H, W) bool mask of its given regions (boxes or masks), or None."""
@@ -76,41 +76,51 @@ def box_regions(boxes: Mapping[str, Any]) -> Regions:
     return regions
 
 
-def summarize(explanations: Iterable[Any], regions: Regions | None = None, *, outside_below: float = 0.5) -> dict:
-    """Per-word statistics of a run.
+def mask_regions(folder: str | os.PathLike[str]) -> Regions:
+    """Regions from a mask folder, as ``--tree masks:FOLDER`` reads it: FOLDER/NAME/*.png and
+    FOLDER/NAME_*.png (non-zero = inside) for image NAME.jpg, their union, at the
+    explanation's size (masks may have the stored or the explained size)."""
+    from capshap.regions.user import TreeSource
 
-    Parameters
-    ----------
-    explanations : iterable of Explanation
-        Read one at a time.
-    regions : function, optional
-        Explanation -> (H, W) bool mask of its boxes or masks (None: none for that image);
-        see :func:`box_regions`.
-    outside_below : float
-        An image counts as "mostly outside" for a word when the share of the word's positive
-        credit inside the regions is below this.
+    src = TreeSource(f"masks:{os.fspath(folder)}", "masks", Path(folder))
 
-    Returns
-    -------
-    dict
-        ``{"images": N, "words": [WordStats.to_dict(), ...]}``, most frequent word first
-        (ties: alphabetical).
+    def regions(exp: Any) -> np.ndarray | None:
+        if not src.mask_files(str(exp.name)):
+            return None
+        orig = exp.params.get("original_size") if isinstance(getattr(exp, "params", None), dict) else None
+        masks = src.for_image(str(exp.name), np.asarray(exp.image), tuple(orig) if orig else None)
+        return np.logical_or.reduce([np.asarray(m, bool) for m in masks])
+
+    return regions
+
+
+class Summary:
+    """Per-word statistics built one explanation at a time (a run of thousands streams
+    through: only the per-word totals are kept). ``add(exp)``, then :meth:`to_dict`.
+
+    regions and outside_below: as in :func:`summarize`.
     """
-    stats: dict[str, WordStats] = {}
-    n = 0
-    for exp in explanations:
-        n += 1
+
+    def __init__(self, regions: Regions | None = None, *, outside_below: float = 0.5):
+        self.regions = regions
+        self.outside_below = float(outside_below)
+        self.images = 0
+        self.stats: dict[str, WordStats] = {}
+
+    def add(self, exp: Any) -> None:
+        """Count one explanation's words (ValueError when its regions do not fit it)."""
         maps = _token_maps(exp)
         T = maps.shape[-1]
-        region = regions(exp) if regions is not None else None
+        region = self.regions(exp) if self.regions is not None else None
         if region is not None and region.shape != maps.shape[:2]:
             raise ValueError(f"{exp.name}: regions cover {region.shape} pixels, the explanation {maps.shape[:2]}")
+        self.images += 1
         per_word: dict[str, np.ndarray] = {}
         for t, tok in enumerate(exp.tokens[:T]):
             for w in words(tok):
                 per_word[w] = per_word.get(w, 0) + maps[..., t]
         for w, m in per_word.items():
-            st = stats.setdefault(w, WordStats(w))
+            st = self.stats.setdefault(w, WordStats(w))
             st.images += 1
             st.credit_sum += float(m.sum())
             if region is None:
@@ -122,10 +132,39 @@ def summarize(explanations: Iterable[Any], regions: Regions | None = None, *, ou
             share = float(pos[region].sum()) / total
             st.share_sum += share
             st.share_n += 1
-            if share < outside_below:
+            if share < self.outside_below:
                 st.mostly_outside.append(str(exp.name))
-    ordered = sorted(stats.values(), key=lambda s: (-s.images, s.word))
-    return {"images": n, "words": [s.to_dict() for s in ordered]}
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"images": N, "words": [...]}``, most frequent word first (ties: alphabetical)."""
+        ordered = sorted(self.stats.values(), key=lambda s: (-s.images, s.word))
+        return {"images": self.images, "words": [s.to_dict() for s in ordered]}
+
+
+def summarize(explanations: Iterable[Any], regions: Regions | None = None, *, outside_below: float = 0.5) -> dict:
+    """Per-word statistics of a run.
+
+    Parameters
+    ----------
+    explanations : iterable of Explanation
+        Read one at a time.
+    regions : function, optional
+        Explanation -> (H, W) bool mask of its boxes or masks (None: none for that image);
+        see :func:`box_regions` and :func:`mask_regions`.
+    outside_below : float
+        An image counts as "mostly outside" for a word when the share of the word's positive
+        credit inside the regions is below this.
+
+    Returns
+    -------
+    dict
+        ``{"images": N, "words": [WordStats.to_dict(), ...]}``, most frequent word first
+        (ties: alphabetical).
+    """
+    acc = Summary(regions, outside_below=outside_below)
+    for exp in explanations:
+        acc.add(exp)
+    return acc.to_dict()
 
 
 def summary_html(summary: Mapping[str, Any], title: str = "capshap: words across the run") -> str:
