@@ -552,3 +552,46 @@ class OwnHeadScorer(Scorer):
                 logits = cap.logits(cap.pixel_values(batch), ids)
                 out.append(token_scores_torch(logits[:, pos, :], target, self.score_kind))
         return self.layout.apply(np.concatenate(out, axis=0))
+
+    @property
+    def stack_key(self) -> tuple[str, int]:
+        """Scorers of one captioner object share forward passes (:meth:`score_stacked`)."""
+        return ("hf-own", id(self.captioner))
+
+    def score_stacked(self, requests: Sequence[tuple[OwnHeadScorer, np.ndarray]]) -> list[np.ndarray]:
+        """Score several (scorer, images (N_i, H, W, 3)) requests of this captioner in shared
+        forward passes of ``batch_size`` images; returns each request's (N_i, T_i) float64.
+
+        Captions of different lengths are right-padded: the decoder is causal, so a
+        position never sees the padding after it, and each row is read at its own
+        caption's positions. Equal to :meth:`score` up to float rounding (the batch differs).
+        """
+        import torch
+
+        cap = self.captioner
+        checked = [_check_images(imgs, f"own-head scorer of {cap.model_id!r}") for _, imgs in requests]
+        flat = [(r, im) for r, imgs in enumerate(checked) for im in imgs]
+        length = max(len(sc._input) for sc, _ in requests)
+        pad = getattr(cap.tokenizer, "pad_token_id", None)
+        pad = int(pad) if pad is not None else int(requests[0][0]._input[-1])
+        padded = []
+        for sc, _ in requests:
+            row = torch.full((length,), pad, dtype=torch.long)
+            row[: len(sc._input)] = sc._input
+            padded.append(row)
+        rows: list[list[np.ndarray]] = [[] for _ in requests]
+        dev = cap.device
+        for start in range(0, len(flat), cap.batch_size):
+            chunk = flat[start : start + cap.batch_size]
+            ids = torch.stack([padded[r] for r, _ in chunk]).to(dev)
+            with torch.inference_mode():
+                logits = cap.logits(cap.pixel_values([im for _, im in chunk]), ids)
+                for j, (r, _) in enumerate(chunk):
+                    sc = requests[r][0]
+                    rows[r].append(token_scores_torch(logits[j : j + 1, sc._pos.to(dev), :], sc._target.to(dev),
+                                                      sc.score_kind))
+        out = []
+        for (sc, _), got in zip(requests, rows):
+            z = np.concatenate(got, axis=0) if got else np.zeros((0, len(sc.layout.token_texts)))
+            out.append(sc.layout.apply(z))
+        return out
