@@ -195,3 +195,14 @@ def test_explain_api_keeps_input_order_with_in_flight():
     ref = capshap.explain(arrays, captioner=_captioner, scorer=RowFactory(), max_evals=20, mask="0", progress=False)
     for a, b in zip(ref, exps):
         assert np.array_equal(a.node_values, b.node_values)
+
+
+def test_progress_counts_images_and_evaluations():
+    from capshap.progress import Bars
+
+    items = _images(3)
+    bars = Bars(3, enabled=True, notebook=False)
+    outs = list(run_in_flight(items, _parts(max_evals=20), in_flight=2, n_images=3, bars=bars))
+    assert bars.run is not None and bars.run.n == 3
+    bars.close()
+    assert all(o.ok for o in outs)

@@ -116,3 +116,23 @@ def test_objects_that_cannot_travel_are_refused_before_any_work():
     parts = prepare(SETTINGS, captioner=Locked(), scorer="presence")
     with pytest.raises(ValueError, match="give it as a spec"):
         recipe_of(parts)
+
+
+def test_keys_travel_by_environment_never_pickled(monkeypatch):
+    pytest.importorskip("httpx")
+    from capshap.captioners.azure import AzureCaptioner
+    from capshap.ray import _env_vars
+
+    key = "k3y-that-must-not-leak-0123456789"
+    cap = AzureCaptioner(endpoint="https://example.invalid", key=key)
+    parts = prepare(SETTINGS, captioner=cap, scorer="presence")
+    with pytest.raises(ValueError, match="give it as a spec") as e:
+        recipe_of(parts)
+    assert key not in str(e.value)
+    monkeypatch.setenv("AZURE_VISION_KEY", key)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert _env_vars()["AZURE_VISION_KEY"] == key and "OPENAI_API_KEY" not in _env_vars()
+    # a spec travels as settings only: nothing in the recipe holds the key
+    monkeypatch.setenv("AZURE_VISION_ENDPOINT", "https://example.invalid")
+    spec_parts = prepare(SETTINGS.replace(captioner="azure", scorer="presence"))
+    assert key.encode() not in ray.cloudpickle.dumps(recipe_of(spec_parts))
