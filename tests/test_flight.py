@@ -206,3 +206,47 @@ def test_progress_counts_images_and_evaluations():
     assert bars.run is not None and bars.run.n == 3
     bars.close()
     assert all(o.ok for o in outs)
+
+
+def test_a_bad_batch_stacked_with_others_fails_only_its_image():
+    class Picky(RowScorer):
+        def score_stacked(self, requests):
+            if any(im.shape[2] == 60 for _, im in requests):  # im1's masked images
+                raise ValueError("cannot score this size")
+            return super().score_stacked(requests)
+
+    class PickyFactory(RowFactory):
+        def bind(self, caption):
+            return Picky(caption, self.log, self.w)
+
+    items = _images(4)
+    parts = prepare(Settings(max_evals=20, batch_size=4, mask="0"), captioner=_captioner, scorer=PickyFactory())
+    outs = {o.name: o for o in run_in_flight(items, parts, in_flight=4)}
+    assert outs["im1"].stage == "explaining" and "cannot score this size" in outs["im1"].error
+    assert all(outs[n].ok for n in ("im0", "im2", "im3"))
+
+
+def test_closing_the_batcher_fails_queued_calls_instead_of_hanging():
+    b = Batcher(10)
+    gate = threading.Event()
+    first = threading.Thread(target=lambda: b.call(gate.wait))
+    first.start()
+    errors = []
+
+    def queued():
+        try:
+            b.call(lambda: None)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=queued)
+    t.start()
+    while not b._queue:  # the second call is queued behind the first
+        threading.Event().wait(0.001)
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    t.join(timeout=10)
+    gate.set()
+    first.join(timeout=10)
+    closer.join(timeout=10)
+    assert errors == ["the run was stopped"]

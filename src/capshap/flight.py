@@ -128,9 +128,15 @@ class Batcher:
         return fut
 
     def close(self) -> None:
+        """Stop: queued calls fail with RuntimeError (their images stop), the call running
+        now finishes, then the model thread ends."""
         with self._cond:
             self._closed = True
+            queued, self._queue = list(self._queue), deque()
             self._cond.notify_all()
+        for r in queued:
+            if not r.future.done():
+                r.future.set_exception(RuntimeError("the run was stopped"))
         self._thread.join(timeout=60)
 
     # -- the model thread ------------------------------------------------------------
@@ -175,7 +181,17 @@ class Batcher:
                     outs = taken[0].scorer.score_stacked([(r.scorer, r.images) for r in taken])
                     for r, o in zip(taken, outs):
                         r.future.set_result((o, None))
-            except BaseException as e:  # noqa: BLE001 - handed to the waiting image threads
+            except Exception as e:  # noqa: BLE001 - handed to the waiting image threads
+                if len(taken) == 1:
+                    taken[0].future.set_exception(e)
+                    continue
+                # one bad request must not fail the images stacked with it: one by one
+                for r in taken:
+                    try:
+                        r.future.set_result((r.scorer.score_stacked([(r.scorer, r.images)])[0], None))
+                    except Exception as e1:  # noqa: BLE001
+                        r.future.set_exception(e1)
+            except BaseException as e:  # noqa: BLE001 - KeyboardInterrupt and the like
                 for r in taken:
                     if not r.future.done():
                         r.future.set_exception(e)
@@ -395,8 +411,8 @@ def run_in_flight(
     finally:
         for f in pending:
             f.cancel()
+        batcher.close()  # images still running (an interrupted run) fail at their next model call
         pool.shutdown(wait=True, cancel_futures=True)
-        batcher.close()
         progress.close()
         logger.info("in flight: %d model calls served %d requests", batcher.calls, batcher.requests)
 
