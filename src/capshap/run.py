@@ -49,10 +49,17 @@ __all__ = [
     "Outcome",
     "explain_input",
     "run_serial",
+    "run_images",
+    "runner_options",
+    "RUNNERS",
     "inputs_from",
     "within_limits",
     "limits_of",
 ]
+
+RUNNERS = ("serial", "in_flight", "ray")
+"""How :func:`run_images` runs: one image after another, several at once on this machine,
+or sharded over a Ray cluster."""
 
 _SETTING_NAMES = {f.name for f in fields(Settings)}
 
@@ -542,6 +549,65 @@ def run_serial(
                 bars.image_done()
 
 
+def run_images(
+    items: Iterable[ImageInput],
+    parts: Parts,
+    *,
+    n_images: int | None = None,
+    bars: Bars | None = None,
+    runner: str = "serial",
+    in_flight: int | None = None,
+    ray_address: str | None = None,
+    gpus_per_worker: float = 0,
+    workers: int | None = None,
+) -> Iterator[Outcome]:
+    """Explain ``items`` with the chosen runner; yields an :class:`Outcome` per input.
+
+    runner: ``"serial"`` (:func:`run_serial`, in input order), ``"in_flight"`` (up to
+    ``in_flight`` images at once on this machine, :mod:`capshap.flight`) or ``"ray"``
+    (sharded over ``workers`` Ray actors at ``ray_address``, each running the in-flight
+    runner, :mod:`capshap.ray`). The two parallel runners yield in completion order; match
+    Outcomes to inputs by ``name`` / ``source``. Values equal a serial run's.
+    """
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {', '.join(RUNNERS)}; got {runner!r}")
+    if in_flight is not None and (isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1):
+        raise ValueError(f"in_flight must be an integer >= 1, got {in_flight!r}")
+    if runner == "serial":
+        return run_serial(items, parts, n_images=n_images, bars=bars)
+    if runner == "in_flight":
+        from capshap.flight import run_in_flight
+
+        return run_in_flight(items, parts, in_flight=in_flight, n_images=n_images, bars=bars)
+    from capshap.ray import run_ray
+
+    return run_ray(items, parts, address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                   in_flight=in_flight, n_images=n_images, bars=bars)
+
+
+def runner_options(
+    n_images: int | None,
+    *,
+    in_flight: int | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float = 0,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """The :func:`run_images` keywords for the command line's ``--in-flight N``, ``--ray
+    [ADDRESS]``, ``--workers`` and ``--gpus-per-worker``: Ray when asked; else in flight when
+    more than one image is run (``in_flight`` default from the device, 1 means serial)."""
+    if ray is not None:
+        return {"runner": "ray", "ray_address": ray, "workers": workers, "gpus_per_worker": gpus_per_worker,
+                "in_flight": in_flight}
+    from capshap.flight import default_in_flight
+
+    k = in_flight if in_flight is not None else default_in_flight(device)
+    if k <= 1 or (n_images is not None and n_images <= 1):
+        return {"runner": "serial"}
+    return {"runner": "in_flight", "in_flight": k}
+
+
 # -------------------------------------------------------------------------------- API
 
 
@@ -557,6 +623,10 @@ def explain(
     progress: bool | None = None,
     on_error: str = "skip",
     recursive: bool = False,
+    runner: str = "serial",
+    in_flight: int | None = None,
+    ray_address: str | None = None,
+    workers: int | None = None,
     **options: Any,
 ) -> list[Explanation]:
     """Caption and explain images; the defaults are the SHAP notebook's.
@@ -585,6 +655,10 @@ def explain(
     on_error
         "skip" (default) logs an image that cannot be loaded, captioned or scored with its
         name and the reason and goes on with the others; "raise" stops at it.
+    runner, in_flight, ray_address, workers
+        ``"serial"`` (default), ``"in_flight"`` (``in_flight`` images at once on this
+        machine) or ``"ray"`` (``workers`` Ray actors at ``ray_address``; None starts a local
+        Ray). See :func:`run_images`; the values are the same, the list keeps input order.
 
     Returns
     -------
@@ -603,6 +677,8 @@ def explain(
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {', '.join(RUNNERS)}; got {runner!r}")
     unknown = sorted(set(options) - _SETTING_NAMES - {"n_segments"})
     if unknown:
         raise TypeError(f"explain() got unknown settings {', '.join(unknown)}; see capshap.Settings")
@@ -621,17 +697,25 @@ def explain(
         items = list(inputs_from(images, parts.settings, recursive, limits, who))
         n = len(items)
     bars = Bars(n, wants_bars(progress))
-    out: list[Explanation] = []
+    out: list[tuple[int, Explanation]] = []
+    source = items if items is not None else inputs_from(images, parts.settings, recursive, limits, who)
+    position: dict[str, int] = {}
+
+    def tagged() -> Iterator[ImageInput]:
+        for i, item in enumerate(source):
+            position[f"{item.source}\0{item.name}"] = i
+            yield item
+
     try:
-        source = items if items is not None else inputs_from(images, parts.settings, recursive, limits, who)
-        for res in run_serial(source, parts, n_images=n, bars=bars):
+        for res in run_images(tagged(), parts, n_images=n, bars=bars, runner=runner, in_flight=in_flight,
+                              ray_address=ray_address, workers=workers):
             if res.ok:
                 assert res.explanation is not None
-                out.append(res.explanation)
+                out.append((position.get(f"{res.source}\0{res.name}", len(position)), res.explanation))
                 continue
             if on_error == "raise":
                 raise res.exception if res.exception is not None else ValueError(f"{res.name}: {res.error}")
             logger.error("skipped %s: %s", res.name, res.error)
     finally:
         bars.close()
-    return out
+    return [exp for _, exp in sorted(out, key=lambda t: t[0])]

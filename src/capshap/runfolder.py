@@ -77,12 +77,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MANIFEST, INDEX, LOCK = "manifest.json", "index.html", ".capshap.lock"
+#: index.html shows this many images a page (index-2.html, ... hold the rest) ...
+PER_PAGE = 100
+#: ... as thumbnails of at most this many pixels a side.
+THUMB_SIDE = 320
 SUFFIXES = (".npz", ".json", ".png", "_grid.png")
 """Every file an image can get: ``STEM + suffix``."""
 NAME_MAX = 255
 """Bytes in one file-name component (Linux, macOS, Windows all allow 255)."""
 _TMP_PREFIX = ".capshap-tmp-"
-_RESERVED = {"manifest", "index", LOCK.lower()}
+_RESERVED = {"manifest", "index", "summary", LOCK.lower()}
 _FORMAT = "capshap.run"
 _FORMAT_VERSION = 1
 
@@ -695,7 +699,7 @@ class RunFolder:
     def _add_entry(self, key: str, exp: Any, rec: dict[str, Any]) -> None:
         from capshap.viz.report import Report
 
-        scratch = Report(self.title)
+        scratch = Report(self.title, thumb_side=THUMB_SIDE)  # thumbnails: the page stays light
         links = rec.get("links") if isinstance(rec.get("links"), dict) else None
         meta = {"evaluations": rec.get("evaluations", exp.n_evals), "s": f"{float(rec.get('seconds') or 0):.1f}"}
         try:
@@ -716,7 +720,9 @@ class RunFolder:
             return None
         from capshap.viz.report import Report
 
-        rep = Report(self.title)
+        rep = Report(self.title, per_page=PER_PAGE, thumb_side=THUMB_SIDE)
+        if (self.path / "summary.html").exists():
+            rep.extra_links["words across the run"] = "summary.html"
         for k in self._order():
             if k in self._entries and k in self._done:
                 rep.entries.append(self._entries[k])
@@ -725,9 +731,20 @@ class RunFolder:
                 rep.failures.append((str(rec.get("name")), str(rec.get("error") or "")))
         if not rep.entries and not rep.failures:
             return None
-        page = self.path / INDEX
-        _atomic_write_text(page, rep.html())
-        return page
+        return rep.write(self.path / INDEX)  # index.html, index-2.html, ... (atomic each)
+
+    def done_explanations(self) -> Iterator[Any]:
+        """The saved explanations of every done image, loaded one at a time (unreadable
+        ones are skipped with a warning)."""
+        from capshap.explanation import Explanation
+
+        for k in self._order():
+            rec = self.images.get(k, {})
+            if k in self._done and rec.get("stem"):
+                try:
+                    yield Explanation.load(self.path / str(rec["stem"]))
+                except (OSError, ValueError) as e:
+                    logger.warning("summary: left out %s: %s", rec.get("name"), e)
 
     def close(self) -> None:
         """Release the lock. A session that recorded nothing (a usage error after

@@ -367,6 +367,29 @@ class BuiltinCaptioner(Captioner):
                 out[s : s + len(x)] = model(x).double().cpu().numpy()
         return out
 
+    def logits_many(self, batches: Sequence[Sequence[np.ndarray] | np.ndarray]) -> list[np.ndarray]:
+        """Class logits of several batches in shared forward passes (the in-flight runner).
+
+        Each batch is preprocessed on its own, exactly as :meth:`logits` does it, and the
+        preprocessed images of all batches go through the model ``batch_size`` at a time.
+        Returns one (N_i, 1000) float64 array per batch.
+        """
+        import torch
+
+        checked = [_check_images(b) for b in batches]
+        sizes = [len(b) for b in checked]
+        total = sum(sizes)
+        out = np.empty((total, _N_CLASSES), dtype=np.float64)
+        if total:
+            model = self._get_model()
+            with torch.inference_mode():
+                xs = [self._preprocess(b) for b in checked if b]
+                x_all = torch.cat(xs) if len(xs) > 1 else xs[0]
+                for s in range(0, total, self.batch_size):
+                    out[s : s + self.batch_size] = model(x_all[s : s + self.batch_size]).double().cpu().numpy()
+        bounds = np.cumsum([0] + sizes)
+        return [out[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
     def label_log_probs(self, logits: np.ndarray) -> np.ndarray:
         """(N, 1000) class logits -> (N, L) float64 log-probabilities of the L = 998 unique
         labels (in :attr:`unique_labels` order; duplicate lemmas sum their classes)."""
@@ -552,3 +575,15 @@ class BuiltinScorer(Scorer):
     def score(self, images: np.ndarray) -> np.ndarray:
         """Score a batch: images (N, H, W, 3) uint8 -> (N, T) float64."""
         return self.scores_from_logits(self.captioner.logits(images))
+
+    @property
+    def stack_key(self) -> tuple[str, int]:
+        """Scorers with equal keys share a forward pass (:meth:`score_stacked`): those of
+        one captioner object."""
+        return ("builtin", id(self.captioner))
+
+    def score_stacked(self, requests: Sequence[tuple[BuiltinScorer, np.ndarray]]) -> list[np.ndarray]:
+        """Score several (scorer, images (N_i, H_i, W_i, 3)) requests of this captioner in
+        shared forward passes; returns each request's (N_i, T_i) float64 scores."""
+        logits = self.captioner.logits_many([imgs for _, imgs in requests])
+        return [sc.scores_from_logits(z) for (sc, _), z in zip(requests, logits)]

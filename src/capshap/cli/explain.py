@@ -130,7 +130,7 @@ def _explain(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, rf: RunFolder, settings: Settings) -> int:
     """Explain the images of ``rf`` not done yet; save each, rewrite index.html after each."""
     from capshap.progress import Bars
-    from capshap.run import limits_of, prepare, run_serial, within_limits
+    from capshap.run import limits_of, prepare, run_images, runner_options, within_limits
     from capshap.runfolder import SaveError, load_inputs
 
     try:
@@ -156,7 +156,9 @@ def _run(args: argparse.Namespace, rf: RunFolder, settings: Settings) -> int:
     current: tuple[Row, str | None] | None = None
     try:
         items = within_limits(load_inputs(todo, parts.settings), *limits_of(parts))
-        for res in run_serial(items, parts, n_images=len(todo), bars=bars):
+        runner = runner_options(len(todo), in_flight=args.in_flight, ray=args.ray, workers=args.workers,
+                                gpus_per_worker=args.gpus_per_worker, device=settings.device)
+        for res in run_images(items, parts, n_images=len(todo), bars=bars, **runner):
             row = Row(res.name, caption=res.caption, seconds=res.seconds, error="not saved")
             rows.append(row)
             current = (row, res.source)
@@ -189,6 +191,8 @@ def _run(args: argparse.Namespace, rf: RunFolder, settings: Settings) -> int:
             else "capshap: interrupted; index.html lists what is done")
     finally:
         bars.close()
+    if stopped is None and len(rf.inputs) > 1:
+        _write_summary(rf, settings)
     page = _write_index(rf)
     wall = time.perf_counter() - t_run
     if not args.quiet:
@@ -201,6 +205,22 @@ def _run(args: argparse.Namespace, rf: RunFolder, settings: Settings) -> int:
         err(f"capshap: no images found in {', '.join(args.paths)}")
         return EXIT_FAILED
     return EXIT_FAILED if any(r.error for r in rows) else EXIT_OK
+
+
+def _write_summary(rf: RunFolder, settings: Settings) -> None:
+    """summary.json and summary.html: per-word statistics across the run's images (with
+    the share of credit inside the masks of a masks:FOLDER tree)."""
+    from capshap.summary import Summary, mask_regions, write_summary
+
+    kind, _, arg = settings.tree.partition(":")
+    summary = Summary(mask_regions(arg) if kind == "masks" and arg else None)
+    try:
+        for exp in rf.done_explanations():
+            summary.add(exp)
+        if summary.to_dict().get("images"):
+            write_summary(summary.to_dict(), rf.path)
+    except (OSError, ValueError) as e:
+        err(f"capshap: could not write {rf.path / 'summary.json'}: {e}")
 
 
 def _write_index(rf: RunFolder) -> Path | None:

@@ -212,6 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "made for each (or the scores, for scorers that make no captions)")
     e.add_argument("--outline", action=argparse.BooleanOptionalAction, default=None,
                    help="draw the leaf segments' outlines in the plots (default: on for segment trees)")
+    e.add_argument("--in-flight", type=_positive_int("--in-flight"), default=None, metavar="N",
+                   help="explain N images at once on this machine, their model calls stacked into one "
+                   "(default: 1 for one image; else 8 on a GPU, up to 4 on CPU); values equal a serial run's to float rounding")
+    e.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="spread the images over a Ray cluster: HOST:PORT or ray://HOST:PORT, or no address "
+                   "to start Ray on this machine (needs pip install 'capshap[ray]')")
+    e.add_argument("--workers", type=_positive_int("--workers"), default=None, metavar="N",
+                   help="Ray actors (default: the cluster's CPUs, or GPUs / --gpus-per-worker)")
+    e.add_argument("--gpus-per-worker", type=_finite_positive("--gpus-per-worker"), default=0, metavar="G",
+                   help="GPUs each Ray actor asks for (0: CPU actors)")
     e.add_argument("-r", "--recursive", action="store_true", help="also look for images in subfolders")
     e.add_argument("--no-html", action="store_true", help="do not write index.html")
     e.add_argument("--overwrite", action="store_true",

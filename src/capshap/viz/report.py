@@ -111,9 +111,16 @@ class Report:
     colour scale (as in :func:`capshap.viz.plots.plot`).
     """
 
-    def __init__(self, title: str = "capshap explanations", percentile: float = DEFAULT_PERCENTILE):
+    def __init__(self, title: str = "capshap explanations", percentile: float = DEFAULT_PERCENTILE,
+                 *, per_page: int | None = None, thumb_side: int | None = None):
         self.title = title
         self.percentile = percentile
+        #: entries per page (None: one page); :meth:`write` writes index.html, index-2.html, ...
+        self.per_page = per_page if per_page is None else max(1, int(per_page))
+        #: longest side of the embedded photo and heatmaps (None: the explained size); the
+        #: full-size picture stays in the linked NAME.png
+        self.thumb_side = thumb_side if thumb_side is None else max(16, int(thumb_side))
+        self.extra_links: dict[str, str] = {}
         self.entries: list[_Entry] = []
         self.failures: list[tuple[str, str]] = []
 
@@ -123,16 +130,17 @@ class Report:
         pv = exp.pixel_values()
         H, W = pv.shape[:2]
         vmax = value_scale(pv, self.percentile)
+        shrink = _thumb(H, W, self.thumb_side)
         overlays: list[str | None] = []
         for t in range(len(exp.tokens)):
             v = np.asarray(pv[..., t], dtype=np.float64)
-            overlays.append(_data_uri(overlay_rgba(v, vmax), "png") if np.any(v != 0) else None)
+            overlays.append(_data_uri(shrink(overlay_rgba(v, vmax)), "png") if np.any(v != 0) else None)
         bounds = segment_boundaries(exp.tree)
         outline = None
         if bounds is not None:
             rgba = np.zeros((H, W, 4), dtype=np.uint8)
             rgba[bounds] = (255, 255, 110, 170)
-            outline = _data_uri(rgba, "png")
+            outline = _data_uri(shrink(rgba), "png")
         totals = [float(o - b) for o, b in zip(np.asarray(exp.outputs), np.asarray(exp.base_values))]
         self.entries.append(
             _Entry(
@@ -140,7 +148,7 @@ class Report:
                 caption=str(exp.caption),
                 width=int(W),
                 height=int(H),
-                photo=_data_uri(np.asarray(exp.image), "jpeg"),
+                photo=_data_uri(shrink(np.asarray(exp.image)), "jpeg"),
                 tokens=[str(t) for t in exp.tokens],
                 totals=totals,
                 overlays=overlays,
@@ -160,9 +168,22 @@ class Report:
         self.failures.append((str(name), str(reason)))
 
     # ------------------------------------------------------------------------ output
-    def html(self) -> str:
-        """The whole page as one string."""
+    def pages(self) -> int:
+        """How many pages :meth:`write` writes."""
+        if not self.per_page:
+            return 1
+        return max(1, -(-len(self.entries) // self.per_page))
+
+    def html(self, page: int = 1, page_name: Any = None) -> str:
+        """The page as one string: all entries, or with ``per_page`` those of ``page``
+        (1-based; failures are listed on the last page). ``page_name(k)`` names page k's
+        file for the navigation links."""
         e = text
+        n_pages = self.pages()
+        if not 1 <= page <= n_pages:
+            raise ValueError(f"page must be from 1 to {n_pages}, got {page!r}")
+        start = (page - 1) * self.per_page if self.per_page else 0
+        shown = self.entries[start:start + self.per_page] if self.per_page else self.entries
         parts = [
             "<!doctype html>",
             '<html lang="en"><head><meta charset="utf-8">',
@@ -188,17 +209,34 @@ class Report:
             '<span class="bar"></span><span class="pos">raises it</span></span>',
             "</div>",
             "</header>",
+            self._nav(page, n_pages, page_name),
             "<main>",
         ]
-        for i, en in enumerate(self.entries):
+        for i, en in enumerate(shown, start=start):
             parts.append(self._entry_html(i, en))
-        if self.failures:
+        if self.failures and page == n_pages:
             parts.append('<section class="failures"><h2>Skipped</h2><ul>')
             for name, reason in self.failures:
                 parts.append(f'<li class="failure"><b>{e(name)}</b>: {e(reason)}</li>')
             parts.append("</ul></section>")
-        parts += ["</main>", f"<script>{_JS}</script>", "</body></html>"]
+        parts += ["</main>", self._nav(page, n_pages, page_name), f"<script>{_JS}</script>", "</body></html>"]
         return "\n".join(parts)
+
+    def _nav(self, page: int, n_pages: int, page_name: Any) -> str:
+        extra = [f'<a href="{text(u)}">{text(k)}</a>' for k, u in self.extra_links.items()]
+        if n_pages == 1:
+            return f'<nav class="pages">{" &middot; ".join(extra)}</nav>' if extra else ""
+        name = page_name or _page_file
+        links = []
+        for k in range(1, n_pages + 1):
+            if k == page:
+                links.append(f"<b>{k}</b>")
+            elif k in (1, n_pages) or abs(k - page) <= 3:
+                links.append(f'<a href="{text(name(k))}">{k}</a>')
+            elif links[-1] != "&hellip;":
+                links.append("&hellip;")
+        return f'<nav class="pages">page {" ".join(links)}{" &middot; " if extra else ""}{" &middot; ".join(extra)}</nav>'
+
 
     def _entry_html(self, i: int, en: _Entry) -> str:
         e = text
@@ -238,8 +276,36 @@ class Report:
         return "\n".join(out)
 
     def write(self, path: str | os.PathLike[str]) -> Path:
-        """Write the page (atomically) and return its path."""
-        return _write_text(path, self.html())
+        """Write the page (atomically) and return its path. With ``per_page``, page k > 1
+        goes next to it as STEM-k.html (index-2.html, ...)."""
+        p = Path(path)
+
+        def name(k: int) -> str:
+            return p.name if k == 1 else f"{p.stem}-{k}{p.suffix}"
+
+        for k in range(2, self.pages() + 1):
+            _write_text(p.with_name(name(k)), self.html(k, name))
+        return _write_text(p, self.html(1, name))
+
+
+def _page_file(k: int) -> str:
+    return "index.html" if k == 1 else f"index-{k}.html"
+
+
+def _thumb(H: int, W: int, side: int | None) -> Any:
+    """A function that shrinks (H, W, C) uint8 pictures to ``side`` pixels on the longer
+    side (area-averaged), or returns them as they are."""
+    if side is None or max(H, W) <= side:
+        return lambda a: a
+    scale = side / max(H, W)
+    size = (max(1, round(W * scale)), max(1, round(H * scale)))
+
+    def shrink(a: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(np.ascontiguousarray(a)).resize(size, Image.Resampling.BOX))
+
+    return shrink
 
 
 def original_size(exp: "Explanation") -> tuple[int, int] | None:
@@ -344,6 +410,7 @@ def _write_text(path: str | os.PathLike[str], content: str) -> Path:
 
 
 _CSS = """
+nav.pages{margin:10px 0;font-size:.95em}nav.pages a,nav.pages b{padding:0 4px}
 :root{--ov:0.7;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;background:#fafafa}
 body{margin:0 auto;max-width:1200px;padding:0 16px 40px}
 header{position:sticky;top:0;background:#fafafaee;padding:8px 0 10px;border-bottom:1px solid #ddd;z-index:5}
