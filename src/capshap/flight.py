@@ -49,12 +49,17 @@ logger = logging.getLogger(__name__)
 __all__ = ["Batcher", "default_in_flight", "run_in_flight", "stackable", "concurrent_calls"]
 
 
-def default_in_flight(device: str | None = None) -> int:
-    """A sensible number of images in flight: 8 on a GPU (keeps it fed), else the CPU count
-    capped at 4 (masking in threads overlaps the model; more only costs memory)."""
+def default_in_flight(device: str | None = None, captioner: Any = None) -> int:
+    """A sensible number of images in flight: 8 on a GPU (keeps it fed); 4 for a captioner
+    behind a server (its requests overlap; values stay exact); 1 for a local model on a CPU,
+    so that values are bit for bit those of a serial run and the same on every run (stacked
+    CPU batches move values by ~1e-6, see the module docstring; ask for more with
+    ``--in-flight N``)."""
     if device is not None and str(device).startswith(("cuda", "mps")):
         return 8
-    return max(2, min(4, os.cpu_count() or 1))
+    if captioner is not None and concurrent_calls(captioner):
+        return 4
+    return 1
 
 
 def stackable(scorer: Any) -> bool:
@@ -364,7 +369,9 @@ def run_in_flight(
     from capshap.run import ImageFailure, Outcome, _reason, explain_input
 
     s = parts.settings
-    k = int(in_flight) if in_flight is not None else default_in_flight(s.device)
+    if in_flight is None:  # in flight was asked for: at least 2, up to the cores (4 at most) on CPU
+        in_flight = max(default_in_flight(s.device, parts.captioner), min(4, max(2, os.cpu_count() or 1)))
+    k = int(in_flight)
     if k < 1:
         raise ValueError(f"in_flight must be an integer >= 1, got {in_flight!r}")
     batcher = Batcher(max_stack if max_stack is not None else k * s.batch_size + 2)

@@ -593,6 +593,7 @@ def runner_options(
     workers: int | None = None,
     gpus_per_worker: float = 0,
     device: str | None = None,
+    captioner: Any = None,
 ) -> dict[str, Any]:
     """The :func:`run_images` keywords for the command line's ``--in-flight N``, ``--ray
     [ADDRESS]``, ``--workers`` and ``--gpus-per-worker``: Ray when asked; else in flight when
@@ -602,7 +603,7 @@ def runner_options(
                 "in_flight": in_flight}
     from capshap.flight import default_in_flight
 
-    k = in_flight if in_flight is not None else default_in_flight(device)
+    k = in_flight if in_flight is not None else default_in_flight(device, captioner)
     if k <= 1 or (n_images is not None and n_images <= 1):
         return {"runner": "serial"}
     return {"runner": "in_flight", "in_flight": k}

@@ -157,7 +157,8 @@ def _run(args: argparse.Namespace, rf: RunFolder, settings: Settings) -> int:
     try:
         items = within_limits(load_inputs(todo, parts.settings), *limits_of(parts))
         runner = runner_options(len(todo), in_flight=args.in_flight, ray=args.ray, workers=args.workers,
-                                gpus_per_worker=args.gpus_per_worker, device=settings.device)
+                                gpus_per_worker=args.gpus_per_worker, device=settings.device,
+                                captioner=parts.captioner)
         for res in run_images(items, parts, n_images=len(todo), bars=bars, **runner):
             row = Row(res.name, caption=res.caption, seconds=res.seconds, error="not saved")
             rows.append(row)

@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the leaf segments' outlines in the plots (default: on for segment trees)")
     e.add_argument("--in-flight", type=_positive_int("--in-flight"), default=None, metavar="N",
                    help="explain N images at once on this machine, their model calls stacked into one "
-                   "(default: 1 for one image; else 8 on a GPU, up to 4 on CPU); values equal a serial run's to float rounding")
+                   "(default: 8 on a GPU, 4 for a captioner behind a server, else 1: a serial run, bit for bit "
+                   "the same values every time); stacked CPU batches change values by ~1e-6")
     e.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="spread the images over a Ray cluster: HOST:PORT or ray://HOST:PORT, or no address "
                    "to start Ray on this machine (needs pip install 'capshap[ray]')")
