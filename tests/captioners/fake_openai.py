@@ -210,9 +210,10 @@ class FakeOpenAI:
         if req.get("prompt_logprobs") is not None and self.plp == "vllm":
             return self._json(200, self._prompt_logprobs(image, answer, req))
         if image is None:
-            return self._error(400, "fake captions images only")
-        with self._model_lock:
-            caption = self.hf.caption([image])[0]
+            caption = "There is no image."  # a text-only chat (the own-head check on a server without it)
+        else:
+            with self._model_lock:
+                caption = self.hf.caption([image])[0]
         return self._json(200, {
             "id": "chatcmpl-fake", "object": "chat.completion", "model": self.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": caption}, "finish_reason": "stop"}],
