@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args(argv)
 
-    import torch
     import tiny_vlms as tv
+    import torch
     from fake_openai import MODEL, FakeOpenAI
 
     from capshap.captioners.hf import HFCaptioner
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     hf = HFCaptioner(tv.path(args.family, std=0.5), device="cpu", batch_size=args.batch,
                      generate_kwargs={"max_new_tokens": 6})
     imgs = tv.images(args.images, size=40, seed=1)
-    kw = dict(max_evals=args.evals, batch_size=args.batch, seed=0)
+    kw = {"max_evals": args.evals, "batch_size": args.batch, "seed": 0}
     rows = []
     with FakeOpenAI(hf, max_requests=10 ** 6, lifetime=3600) as server:
         cap = open_captioner(MODEL, base_url=server.base_url, proxies={}, max_concurrency=args.concurrency)

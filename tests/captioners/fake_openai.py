@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from typing_extensions import Self
 
 MODEL = "tiny-llava"
 _KINDS = {"429", "500", "slow", "malformed", "401"}
@@ -67,10 +68,10 @@ class FakeOpenAI:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 fake._handle(self, "GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 fake._handle(self, "POST")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -81,7 +82,7 @@ class FakeOpenAI:
         self._timer = threading.Timer(lifetime, self.close)
         self._timer.daemon = True
 
-    def start(self) -> "FakeOpenAI":
+    def start(self) -> FakeOpenAI:
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         self._timer.start()
@@ -94,11 +95,13 @@ class FakeOpenAI:
         self._timer.cancel()
         self.server.shutdown()
         self.server.server_close()
+        with self._model_lock:  # a model call in flight ends before the server counts as closed
+            pass
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
@@ -183,8 +186,8 @@ class FakeOpenAI:
             return self._error(500, "internal error")
         if kind == "malformed":
             return 200, b'{"choices": [', {}
-        if kind == "slow":
-            self._stop.wait(float(p.get("seconds", 1.0)))
+        if kind == "slow" and self._stop.wait(float(p.get("seconds", 1.0))):
+            return self._error(503, "shutting down")
         req = json.loads(raw)
         with self._lock:
             self.bodies.append(req)
@@ -213,6 +216,8 @@ class FakeOpenAI:
             caption = "There is no image."  # a text-only chat (the own-head check on a server without it)
         else:
             with self._model_lock:
+                if self._stop.is_set():  # checked under the lock close() takes last
+                    return self._error(503, "shutting down")
                 caption = self.hf.caption([image])[0]
         return self._json(200, {
             "id": "chatcmpl-fake", "object": "chat.completion", "model": self.model,
@@ -229,6 +234,8 @@ class FakeOpenAI:
         if answer is not None:
             assert req.get("continue_final_message") is True and req.get("add_generation_prompt") is False, req
             with self._model_lock:
+                if self._stop.is_set():
+                    raise RuntimeError("shutting down")
                 sc = self.hf.own_scorer(answer, score="logprob")
                 a_lp = sc.score(image[None])[0] if image is not None else -np.ones(len(sc.token_ids))
             ids += list(sc.token_ids)

@@ -18,13 +18,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import tiny_vlms as tv  # noqa: E402
-from fake_openai import MODEL, FakeOpenAI  # noqa: E402
+import tiny_vlms as tv
+from fake_openai import MODEL, FakeOpenAI
 
-from capshap.captioners import CAPTIONERS  # noqa: E402
-from capshap.captioners.cache import CaptionCache  # noqa: E402
-from capshap.captioners.hf import HFCaptioner  # noqa: E402
-from capshap.captioners.openai import (  # noqa: E402
+from capshap.captioners import CAPTIONERS
+from capshap.captioners.cache import CaptionCache
+from capshap.captioners.hf import HFCaptioner
+from capshap.captioners.openai import (
     NotOpenAICompatible,
     OpenAIAuthError,
     OpenAICaptioner,
@@ -33,10 +33,10 @@ from capshap.captioners.openai import (  # noqa: E402
     PromptLogprobsUnsupported,
     open_captioner,
 )
-from capshap.interfaces import OwnHeadCaptioner  # noqa: E402
-from capshap.registry import SpecError  # noqa: E402
-from capshap.scoring import build_scorer  # noqa: E402
-from capshap.scoring.presence import PresenceScorer  # noqa: E402
+from capshap.interfaces import OwnHeadCaptioner
+from capshap.registry import SpecError
+from capshap.scoring import build_scorer
+from capshap.scoring.presence import PresenceScorer
 
 KEY = "sk-test-DO-NOT-LEAK-4e1f9a"
 
@@ -74,8 +74,8 @@ def server(hf):
 
 def make(server: FakeOpenAI, own_head: str = "auto", **kw) -> OpenAICaptioner:
     clock = FakeClock()
-    opts = dict(base_url=server.base_url, api_key="", proxies={}, backoff=0.01, timeout=10.0,
-                sleep=clock.sleep, clock=clock, max_retries=3)
+    opts = {"base_url": server.base_url, "api_key": "", "proxies": {}, "backoff": 0.01, "timeout": 10.0,
+                "sleep": clock.sleep, "clock": clock, "max_retries": 3}
     opts.update(kw)
     cap = open_captioner(MODEL, own_head=own_head, **opts)
     cap.test_clock = clock
@@ -147,7 +147,7 @@ def test_explanations_through_the_server_equal_in_process(server, hf, imgs):
     cap = make(server)
     img = imgs[2]
     caption = cap.caption([img])[0]
-    kw = dict(max_evals=40, batch_size=20, seed=0)
+    kw = {"max_evals": 40, "batch_size": 20, "seed": 0}
     remote = explain_image(img, cap.own_scorer(caption), **kw)
     local = explain_image(img, hf.own_scorer(caption), **kw)
     assert remote.values.shape == local.values.shape

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import logging
 import os
@@ -83,17 +84,17 @@ from capshap.scoring.logodds import SCORE_CAP, check_score, log1mexp
 from capshap.text import printable
 
 __all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_PROMPT",
+    "NotOpenAICompatible",
+    "OpenAIAuthError",
     "OpenAICaptioner",
+    "OpenAIError",
     "OpenAIOwnHeadCaptioner",
     "OpenAIOwnHeadScorer",
-    "OpenAIError",
-    "OpenAIAuthError",
     "OpenAIRequestError",
-    "NotOpenAICompatible",
     "PromptLogprobsUnsupported",
     "open_captioner",
-    "DEFAULT_PROMPT",
-    "DEFAULT_BASE_URL",
 ]
 
 logger = logging.getLogger(__name__)
@@ -541,7 +542,7 @@ class OpenAICaptioner(Captioner):
     def _parse_plp(self, resp: Response, index: int | None) -> list[tuple[int, float, str | None]] | None:
         """An answer with prompt log-probabilities -> [(token id, logprob, decoded)] per prompt
         token after the first; None when the answer has none (the server does not support them)."""
-        label, status = resp.request.label, resp.status
+        status = resp.status
         if status == 400 and not _looks_like_html(resp):
             msg = _service_message(resp.content)
             if any(w in msg.lower() for w in ("prompt_logprobs", "continue_final_message", "add_generation_prompt",
@@ -606,7 +607,7 @@ class OpenAIOwnHeadCaptioner(OpenAICaptioner):
     """An :class:`OpenAICaptioner` on a server with prompt log-probabilities (vLLM): also an
     :class:`~capshap.interfaces.OwnHeadCaptioner`."""
 
-    def own_scorer(self, caption: str, score: str = "logodds", merge_words: bool = False) -> "OpenAIOwnHeadScorer":
+    def own_scorer(self, caption: str, score: str = "logodds", merge_words: bool = False) -> OpenAIOwnHeadScorer:
         """A scorer bound to ``caption`` that reads the server model's log-probabilities of
         the caption's tokens given each masked image. Raises
         :class:`PromptLogprobsUnsupported` where the server has none."""
@@ -662,7 +663,7 @@ class OpenAIOwnHeadScorer(Scorer):
             starts = [i for i, p in enumerate(pieces) if i == 0 or p[:1].isspace()]
             self._starts: np.ndarray | None = np.asarray(starts, dtype=np.intp)
             bounds = starts + [len(pieces)]
-            self.tokens = ["".join(pieces[a:b]).strip() or "".join(pieces[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+            self.tokens = ["".join(pieces[a:b]).strip() or "".join(pieces[a:b]) for a, b in itertools.pairwise(bounds)]
         else:
             self._starts = None
             self.tokens = list(self.token_texts)
