@@ -18,7 +18,8 @@ Endpoints:
 
 ``plp`` chooses how ``prompt_logprobs`` is treated: "vllm" (served), "ignore" (Ollama:
 an ordinary completion) or "reject" (OpenAI: HTTP 400 "Unrecognized request argument").
-``html=True`` answers every request with a 404 HTML page (a URL that is not an API).
+``retokenize=True`` changes the answer's first token id next to an image (a server whose
+tokenization differs in context). ``html=True`` answers every request with a 404 HTML page (a URL that is not an API).
 
 Faults: :meth:`FakeOpenAI.inject` ("429", "500", "slow", "malformed", "401"). The server
 answers at most ``max_requests`` requests (then 503) and shuts itself down after
@@ -47,8 +48,10 @@ class FakeOpenAI:
     """The fake server; ``base_url`` is its API root (``http://127.0.0.1:PORT/v1``)."""
 
     def __init__(self, hf: Any, key: str | None = None, plp: str = "vllm", html: bool = False,
-                 max_requests: int = 3000, lifetime: float = 120.0, model: str = MODEL):
+                 max_requests: int = 3000, lifetime: float = 120.0, model: str = MODEL,
+                 retokenize: bool = False):
         self.hf = hf
+        self.retokenize = retokenize  # next to an image, the answer's first token id changes
         self.key = key
         self.plp = plp
         self.html = html
@@ -238,7 +241,10 @@ class FakeOpenAI:
                     raise RuntimeError("shutting down")
                 sc = self.hf.own_scorer(answer, score="logprob")
                 a_lp = sc.score(image[None])[0] if image is not None else -np.ones(len(sc.token_ids))
-            ids += list(sc.token_ids)
+            a_ids = list(sc.token_ids)
+            if self.retokenize and image is not None:
+                a_ids[0] = (a_ids[0] + 1) % len(tok)
+            ids += a_ids
             lps += [float(v) for v in a_lp]
             if not req.get("continue_final_message"):
                 ids.append(int(tok.eos_token_id))

@@ -141,6 +141,33 @@ def test_own_head_through_the_server_equals_in_process(server, hf, imgs, score, 
     assert np.ptp(a, axis=0).max() > 1e-3  # the image matters: the values are not the fake's constants
 
 
+def test_scoring_retries_a_429_and_a_500_and_keeps_the_values(server, hf, imgs):
+    cap = make(server)
+    caption = cap.caption([imgs[0]])[0]
+    remote = cap.own_scorer(caption)
+    server.inject("429", retry_after="3")
+    server.inject("500")
+    a = remote.score(imgs)
+    np.testing.assert_allclose(a, hf.own_scorer(caption).score(imgs), atol=1e-4, rtol=0)
+    assert 3.0 <= sum(cap.test_clock.sleeps)
+
+
+def test_base_url_and_key_come_from_the_environment(server, hf, imgs, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url + "/")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cap = open_captioner(MODEL, own_head="no", proxies={})
+    assert cap.base_url == server.base_url and not cap._client.secret_headers
+    assert cap.caption([imgs[0]]) == hf.caption([imgs[0]])
+
+
+def test_a_caption_tokenized_differently_next_to_the_image_fails_loudly(hf, imgs):
+    with FakeOpenAI(hf, retokenize=True) as s:
+        cap = make(s)
+        sc = cap.own_scorer(cap.caption([imgs[0]])[0])
+        with pytest.raises(OpenAIError, match="tokenizes the caption differently"):
+            sc.score(imgs[:2])
+
+
 def test_explanations_through_the_server_equal_in_process(server, hf, imgs):
     from capshap.run import explain_image
 

@@ -543,7 +543,7 @@ class OpenAICaptioner(Captioner):
         """An answer with prompt log-probabilities -> [(token id, logprob, decoded)] per prompt
         token after the first; None when the answer has none (the server does not support them)."""
         status = resp.status
-        if status == 400 and not _looks_like_html(resp):
+        if status in (400, 422) and not _looks_like_html(resp):
             msg = _service_message(resp.content)
             if any(w in msg.lower() for w in ("prompt_logprobs", "continue_final_message", "add_generation_prompt",
                                               "unrecognized request argument", "extra inputs")):
