@@ -95,6 +95,30 @@ for _name, _api in _AZURE_APIS.items():
     )
 
 
+_OPENAI_OPTIONS = ("base_url", "api_key_env", "own_head", "timeout", "max_concurrency", "max_retries", "seed",
+                   "temperature", "max_tokens", "image_format", "jpeg_quality", "max_response_bytes", "backoff",
+                   "max_backoff")
+
+
+@CAPTIONERS.register("openai", help="openai:MODEL, a vision model behind an OpenAI-compatible chat API (vLLM, "
+                     "OpenAI, Ollama); reads OPENAI_BASE_URL and OPENAI_API_KEY; own-head scoring where the "
+                     "server returns prompt log-probabilities (vLLM)", options=_OPENAI_OPTIONS, needs_arg=True)
+def _openai(arg: str, options: dict[str, Any], context: Mapping[str, Any]) -> Captioner:
+    from capshap.captioners.openai import open_captioner
+
+    kw: dict[str, Any] = dict(options)
+    gen = dict(context.get("generate") or {})
+    for src, dst in (("max_new_tokens", "max_tokens"), ("max_tokens", "max_tokens"), ("temperature", "temperature"),
+                     ("seed", "seed")):
+        if src in gen:
+            kw.setdefault(dst, gen.pop(src))
+    if gen:
+        kw["extra_body"] = gen  # other sampling fields go to the server as they are
+    if context.get("prompt"):
+        kw["prompt"] = context["prompt"]
+    return open_captioner(arg, cache_dir=context.get("cache_dir"), **kw)
+
+
 def build_captioner(
     spec: str,
     options: Mapping[str, Any] | None = None,

@@ -1,0 +1,733 @@
+"""OpenAI-compatible chat servers (vLLM, OpenAI, Ollama, ...) as captioners, and own-head
+scoring through vLLM's prompt log-probabilities.
+
+Captioning
+----------
+:class:`OpenAICaptioner` sends each (masked) image to ``POST {base_url}/chat/completions``
+as one user message: the image inline as a data URL
+(``{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}``, PNG by
+default, which is lossless) and the captioning prompt (default :data:`DEFAULT_PROMPT`),
+with ``temperature`` 0 and a fixed ``seed``. The caption is
+``choices[0].message.content``, stripped. ``base_url`` defaults to ``OPENAI_BASE_URL``,
+then ``https://api.openai.com/v1``; the key to ``OPENAI_API_KEY`` (``api_key_env``) and
+is optional (a local vLLM often has none): it is sent as ``Authorization: Bearer ...``,
+never logged, shown or saved.
+
+Concurrency, retries (429 with ``Retry-After``, 5xx, time-outs, malformed JSON), deadlines,
+size caps, and the rule that the key never reaches a message come from
+:class:`capshap.captioners.http.HTTPClient`. Captions are cached by image content under a
+namespace holding the base URL, model, prompt, generation settings and image encoding.
+401/403 (key), 404 (wrong URL or unknown model) and answers that are not JSON at all (an
+HTML page: the URL is not an OpenAI-compatible API) stop the batch at once, with a one-line
+message naming the URL and what to check.
+
+Own-head scoring (vLLM)
+-----------------------
+vLLM's chat completions accept ``prompt_logprobs`` (log-probabilities of the prompt's own
+tokens), ``add_generation_prompt`` and ``continue_final_message``. Sending the caption as
+the final assistant message with ``add_generation_prompt: false,
+continue_final_message: true, max_tokens: 1, prompt_logprobs: 0`` teacher-forces it: the
+answer's tokens are the last tokens of the prompt (a continued final message gets no
+end-of-turn tokens), and the answer ``prompt_logprobs`` holds one entry per prompt token,
+``null`` for the first, else ``{token_id: {"logprob", "rank", "decoded_token"}}`` whose
+first key is the prompt token itself.
+
+Which prompt positions are the answer is found once per caption, without an image and
+without the ``/tokenize`` endpoint (which lives outside ``/v1`` and is not served by every
+proxy): the prompt alone (with ``add_generation_prompt: true``) and the prompt plus the
+continued answer are both sent with ``prompt_logprobs: 0``; the answer is what the second
+has after their common token prefix. Its token ids are checked again in every scored
+answer (a server that tokenizes the caption differently in context fails loudly).
+Scores are ``log p`` (``score="logprob"``) or the log-odds ``log p - log(1 - p)``
+(computed stably with :func:`capshap.scoring.logodds.log1mexp`); ``merge_words`` sums
+pieces into words, a piece starting a word when its decoded text begins with whitespace.
+
+:func:`open_captioner` (used by the ``openai:MODEL`` registry entry) checks once whether
+the server returns prompt log-probabilities and returns an :class:`OpenAIOwnHeadCaptioner`
+(an :class:`~capshap.interfaces.OwnHeadCaptioner`, so ``--scorer auto`` uses its head)
+where it does, else a plain :class:`OpenAICaptioner` (``auto`` then scores by word
+presence; ``--scorer own`` is refused naming ``presence`` and ``surrogate:LM``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import json
+import logging
+import os
+import threading
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from capshap.captioners.cache import CaptionCache, cache_key
+from capshap.captioners.http import (
+    BadAnswer,
+    BatchStopped,
+    ClientError,
+    HTTPClient,
+    Request,
+    Response,
+    RetriesExhausted,
+    RetryAnswer,
+    Secret,
+)
+from capshap.images import check_rgb
+from capshap.interfaces import Captioner, Scorer
+from capshap.scoring.logodds import SCORE_CAP, check_score, log1mexp
+from capshap.text import printable
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_PROMPT",
+    "NotOpenAICompatible",
+    "OpenAIAuthError",
+    "OpenAICaptioner",
+    "OpenAIError",
+    "OpenAIOwnHeadCaptioner",
+    "OpenAIOwnHeadScorer",
+    "OpenAIRequestError",
+    "PromptLogprobsUnsupported",
+    "open_captioner",
+]
+
+logger = logging.getLogger(__name__)
+
+BASE_URL_ENV = "OPENAI_BASE_URL"
+KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_PROMPT = "Describe this image in one sentence."
+WORKING_SCORERS = "--scorer presence (word presence) or --scorer surrogate:LM_ID_OR_PATH (a local language model)"
+
+_MB = 1024 * 1024
+
+# image_format option -> (PIL format, MIME type, save options)
+_ENCODERS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "png": ("PNG", "image/png", {}),
+    "jpeg": ("JPEG", "image/jpeg", {"subsampling": 0}),
+    "webp": ("WEBP", "image/webp", {"lossless": True}),
+}
+
+
+class OpenAIError(RuntimeError):
+    """A request to an OpenAI-compatible server failed.
+
+    Attributes: ``image`` (the image's name in messages), ``index`` (its position in the
+    batch), ``status`` (the last HTTP status, None without an answer)."""
+
+    def __init__(self, message: str, *, image: str | None = None, index: int | None = None,
+                 status: int | None = None):
+        super().__init__(message)
+        self.image = image
+        self.index = index
+        self.status = status
+
+
+class OpenAIAuthError(OpenAIError):
+    """401/403: the key is missing or wrong. Not retried; stops the batch."""
+
+
+class OpenAIRequestError(OpenAIError):
+    """The server refused a request (400 and other 4xx, 404 included): not retried."""
+
+
+class NotOpenAICompatible(OpenAIError):
+    """The URL answers, but not as an OpenAI-compatible API (an HTML page, another JSON)."""
+
+
+class PromptLogprobsUnsupported(OpenAIError):
+    """The server does not return prompt log-probabilities: no own-head scoring."""
+
+
+def _service_message(body: bytes) -> str:
+    """``error.message`` (OpenAI and vLLM shape) or ``message`` of a JSON error body, else its text."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        j = json.loads(text)
+    except ValueError:
+        return printable(text, 200) or "(empty body)"
+    if isinstance(j, dict):
+        err = j.get("error") if isinstance(j.get("error"), (dict, str)) else j
+        if isinstance(err, str):
+            return printable(err, 300)
+        msg = err.get("message") or err.get("detail") or text
+        return printable(str(msg), 300)
+    return printable(text, 300)
+
+
+def _looks_like_html(resp: Response) -> bool:
+    ctype = resp.headers.get("content-type", "").lower()
+    head = resp.content[:200].lstrip().lower()
+    return "html" in ctype or head.startswith((b"<!doctype", b"<html"))
+
+
+class OpenAICaptioner(Captioner):
+    """Captions images with a vision model behind an OpenAI-compatible chat completions API.
+
+    Parameters
+    ----------
+    model : str
+        The model name the server knows (``vllm serve MODEL`` serves it under MODEL).
+    base_url : str, optional
+        The API root, ending in ``/v1`` (e.g. ``http://localhost:8000/v1``); default the
+        environment variable ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
+    api_key : str, optional
+        The key; default the environment variable named by ``api_key_env``. Optional: no
+        ``Authorization`` header is sent without one. Never logged or shown.
+    api_key_env : str
+        Environment variable holding the key (default ``OPENAI_API_KEY``).
+    prompt : str, optional
+        The captioning request, default :data:`DEFAULT_PROMPT`.
+    temperature : float
+        Sampling temperature (0: greedy, the default).
+    seed : int
+        Seed sent with every request (servers that honour it sample reproducibly) and of
+        the retry jitter.
+    max_tokens : int
+        Longest caption, in tokens.
+    image_format : {"png", "jpeg", "webp"}
+        How images are encoded into the data URL (PNG: lossless, default).
+    jpeg_quality : int
+        JPEG quality (1-100) with ``image_format="jpeg"``.
+    extra_body : dict, optional
+        More fields sent in every chat request (e.g. ``{"top_p": 1}``); they are part of the
+        cache namespace.
+    max_concurrency, max_retries, timeout, max_response_bytes, backoff, max_backoff
+        As in :class:`~capshap.captioners.http.HTTPClient` (``timeout``: seconds one
+        attempt may take in all; default 120, a large model on a busy server is slow).
+    cache : CaptionCache, optional
+        A cache to share; else one is made from ``cache_dir`` (in memory without it).
+    proxies, transport, sleep, clock, verify
+        Passed to :class:`~capshap.captioners.http.HTTPClient` (tests inject them).
+
+    Attributes ``requests_sent`` (HTTP requests, retries included) and ``cache_hits``.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        api_key_env: str = KEY_ENV,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+        max_tokens: int = 60,
+        image_format: str = "png",
+        jpeg_quality: int = 95,
+        extra_body: Mapping[str, Any] | None = None,
+        max_concurrency: int = 8,
+        max_retries: int = 5,
+        timeout: float = 120.0,
+        max_response_bytes: int = 16 * _MB,
+        backoff: float = 0.5,
+        max_backoff: float = 60.0,
+        cache: CaptionCache | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        proxies: dict[str, str] | None = None,
+        verify: bool | str = True,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
+    ):
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError("no model name: use --captioner openai:MODEL (the name the server serves it under)")
+        self.model = model.strip()
+        self.base_url = self._resolve_base_url(base_url)
+        key = self._resolve_key(api_key, api_key_env)
+        self.prompt = DEFAULT_PROMPT if prompt is None else str(prompt)
+        if not self.prompt.strip():
+            raise ValueError("prompt is empty; give the captioning request, e.g. 'Describe this image in one sentence.'")
+        if not float(temperature) >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+        self.temperature = float(temperature)
+        self.seed = int(seed)
+        if int(max_tokens) < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens!r}")
+        self.max_tokens = int(max_tokens)
+        fmt = str(image_format).strip().lower()
+        fmt = "jpeg" if fmt == "jpg" else fmt
+        if fmt not in _ENCODERS:
+            raise ValueError(f"unknown image_format {image_format!r}; use one of {sorted(_ENCODERS)}")
+        self.image_format = fmt
+        if not 1 <= int(jpeg_quality) <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality!r}")
+        self.jpeg_quality = int(jpeg_quality)
+        self.extra_body = dict(extra_body or {})
+        reserved = {"model", "messages", "stream"} & set(self.extra_body)
+        if reserved:
+            raise ValueError(f"extra_body may not set {sorted(reserved)}; they are the captioner's own")
+        self.cache = cache if cache is not None else CaptionCache(cache_dir)
+        self.cache_hits = 0
+        self._lock = threading.Lock()
+        self._probe: dict[str, Any] | None = None
+        self._client = HTTPClient(
+            secret_headers={"Authorization": key} if key is not None else {},
+            headers={"Content-Type": "application/json"},
+            name="openai",
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            max_bad_answers=2,
+            timeout=timeout,
+            max_response_bytes=max_response_bytes,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            seed=self.seed,
+            transport=transport,
+            proxies=proxies,
+            verify=verify,
+            sleep=sleep,
+            clock=clock,
+        )
+
+    # ----------------------------------------------------------------- configuration
+
+    @staticmethod
+    def _resolve_base_url(base_url: str | None) -> str:
+        src = "base_url" if base_url is not None else BASE_URL_ENV
+        url = base_url if base_url is not None else (os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
+        url = str(url).strip().rstrip("/")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(
+                f"{src} {printable(url, 200)!r} is not an http(s) URL without query; expected the API root, "
+                "e.g. http://localhost:8000/v1 (vLLM) or https://api.openai.com/v1"
+            )
+        if any(ord(c) < 33 or ord(c) == 127 for c in url):
+            raise ValueError(f"{src} {printable(url, 200)!r} contains spaces or control characters; copy it again")
+        if parts.path.endswith("/chat/completions"):
+            raise ValueError(
+                f"{src} {printable(url, 200)!r} names the endpoint; give the API root without "
+                "/chat/completions, e.g. http://localhost:8000/v1"
+            )
+        return url
+
+    @staticmethod
+    def _resolve_key(api_key: str | None, env: str) -> Secret | None:
+        if api_key is not None:
+            return Secret(str(api_key), name="API key", source="api_key=", prefix="Bearer ") if str(api_key).strip() else None
+        v = os.environ.get(str(env))
+        if v is None or not v.strip():
+            return None
+        return Secret(v, name="API key", source=str(env), prefix="Bearer ")
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self.model}"
+
+    @property
+    def url(self) -> str:
+        """The chat completions URL."""
+        return f"{self.base_url}/chat/completions"
+
+    @property
+    def namespace(self) -> str:
+        """Cache namespace: everything besides the pixels that determines the caption."""
+        fmt = self.image_format + (str(self.jpeg_quality) if self.image_format == "jpeg" else "")
+        gen = json.dumps({"temperature": self.temperature, "seed": self.seed, "max_tokens": self.max_tokens,
+                          **self.extra_body}, sort_keys=True, default=str)
+        return f"openai|{self.base_url}|{self.model}|{self.prompt!r}|{gen}|{fmt}"
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests made, retries included."""
+        return self._client.requests_sent
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
+
+    # ----------------------------------------------------------------- requests
+
+    def encode(self, image: np.ndarray) -> str:
+        """(H, W, 3) uint8 -> a ``data:`` URL of the encoded image (in memory)."""
+        fmt, mime, opts = _ENCODERS[self.image_format]
+        if fmt == "JPEG":
+            opts = {**opts, "quality": self.jpeg_quality}
+        buf = io.BytesIO()
+        Image.fromarray(image, mode="RGB").save(buf, format=fmt, **opts)
+        return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+    def messages(self, data_url: str | None, answer: str | None = None) -> list[dict[str, Any]]:
+        """The conversation: the user's image (if any) and prompt, then ``answer`` as the
+        assistant's message if given."""
+        content: list[dict[str, Any]] = []
+        if data_url is not None:
+            content.append({"type": "image_url", "image_url": {"url": data_url}})
+        content.append({"type": "text", "text": self.prompt})
+        msgs: list[dict[str, Any]] = [{"role": "user", "content": content}]
+        if answer is not None:
+            msgs.append({"role": "assistant", "content": answer})
+        return msgs
+
+    def _request(self, body: dict[str, Any], label: str) -> Request:
+        return Request("POST", self.url, json.dumps(body, separators=(",", ":")).encode("utf-8"), label=label)
+
+    def _check_status(self, resp: Response, index: int | None) -> None:
+        """Raise the OpenAIError a non-200 answer means (or NotOpenAICompatible for HTML)."""
+        label, status = resp.request.label, resp.status
+        where = f"{self.base_url}/chat/completions"
+        if status in (401, 403):
+            raise OpenAIAuthError(
+                f"{label}: {where} refused the request (HTTP {status}: "
+                f"{self._client.scrub(_service_message(resp.content))}): the API key is missing or wrong; "
+                f"set {KEY_ENV} (or the variable named by api_key_env)",
+                image=label, index=index, status=status,
+            )
+        if status != 200 and _looks_like_html(resp):
+            raise NotOpenAICompatible(
+                f"{label}: {where} answered HTTP {status} with an HTML page: {self.base_url} is not an "
+                "OpenAI-compatible API root; use the URL that ends in /v1 (vLLM: http://HOST:8000/v1)",
+                image=label, index=index, status=status,
+            )
+        if status == 404:
+            raise OpenAIRequestError(
+                f"{label}: {where} not found (HTTP 404: {self._client.scrub(_service_message(resp.content))}): "
+                f"check base_url (the API root, ending in /v1) and the model name {self.model!r}",
+                image=label, index=index, status=status,
+            )
+        if status != 200:
+            raise OpenAIRequestError(
+                f"{label}: {where} refused the request (HTTP {status}): "
+                f"{self._client.scrub(_service_message(resp.content))}",
+                image=label, index=index, status=status,
+            )
+        if _looks_like_html(resp):
+            raise NotOpenAICompatible(
+                f"{label}: {where} answered with an HTML page, not JSON: {self.base_url} is not an "
+                "OpenAI-compatible API root; use the URL that ends in /v1 (vLLM: http://HOST:8000/v1)",
+                image=label, index=index, status=status,
+            )
+
+    @staticmethod
+    def _json(resp: Response) -> dict[str, Any]:
+        try:
+            j = json.loads(resp.content.decode("utf-8"))
+        except ValueError as e:
+            excerpt = printable(resp.content[:200].decode("utf-8", "replace"))
+            raise RetryAnswer(f"malformed JSON answer ({type(e).__name__}; body starts {excerpt!r})") from None
+        if not isinstance(j, dict):
+            raise RetryAnswer(f"a JSON {type(j).__name__} where an object was expected")
+        return j
+
+    def _parse_caption(self, resp: Response, index: int) -> str:
+        self._check_status(resp, index)
+        j = self._json(resp)
+        try:
+            content = j["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            excerpt = printable(resp.content[:200].decode("utf-8", "replace"))
+            raise RetryAnswer(f"an answer without choices[0].message.content (body starts {excerpt!r})") from None
+        if content is None:
+            return ""
+        if isinstance(content, list):  # some servers answer with content parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if not isinstance(content, str):
+            raise RetryAnswer(f"choices[0].message.content is a {type(content).__name__}, not text")
+        return content.strip()
+
+    @staticmethod
+    def _stops_batch(e: BaseException) -> bool:
+        return isinstance(e, (OpenAIAuthError, NotOpenAICompatible)) or (
+            isinstance(e, OpenAIRequestError) and e.status == 404)
+
+    def _convert(self, e: BaseException, label: str, index: int | None) -> BaseException:
+        """A client failure -> an OpenAIError naming the request; others unchanged."""
+        if isinstance(e, OpenAIError):
+            return e
+        if isinstance(e, BatchStopped):
+            first = e.first
+            cls = type(first) if isinstance(first, OpenAIError) else OpenAIError
+            err: OpenAIError = cls(f"{label}: not sent, an earlier request failed for good: {first}",
+                                   image=label, index=index, status=getattr(first, "status", None))
+        elif isinstance(e, BadAnswer):
+            err = OpenAIError(f"{label}: {self.url} answered with {e.reason}; is {self.base_url} an "
+                              "OpenAI-compatible API root?", image=label, index=index, status=e.status)
+        elif isinstance(e, RetriesExhausted):
+            err = OpenAIError(f"{label}: {self.url} {e.reason}", image=label, index=index, status=e.status)
+        elif isinstance(e, ClientError):
+            err = OpenAIError(f"{label}: {self.url}: {e.reason}", image=label, index=index, status=e.status)
+        else:
+            return e
+        err.__cause__ = e
+        return err
+
+    # ----------------------------------------------------------------- captions
+
+    def caption(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[str]:
+        """Caption a batch: N uint8 (H, W, 3) arrays -> N strings, in input order.
+
+        Every image is attempted first (captions of the others are cached); then the first
+        failure is raised. :meth:`caption_each` gives per-image errors instead."""
+        results = self.caption_each(images, names)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            first = failed[0]
+            if len(failed) > 1:
+                first.add_note(f"{len(failed)} of {len(results)} images failed; the others' captions are cached")
+            raise first
+        return results  # type: ignore[return-value]
+
+    def caption_each(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[str | Exception]:
+        """A caption or an exception for every image, in order (see :meth:`caption`)."""
+        n = len(images)
+        if names is not None and len(names) != n:
+            raise ValueError(f"got {len(names)} names for {n} images; pass one name per image")
+        labels = [f"image {i}" if names is None else f"image {i} ({printable(names[i], 200)!r})" for i in range(n)]
+        results: list[Any] = [None] * n
+        ns = self.namespace
+        todo: dict[str, list[int]] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for i in range(n):
+            try:
+                arr = check_rgb(images[i], labels[i])
+            except (TypeError, ValueError) as e:
+                results[i] = e
+                continue
+            key = cache_key(ns, arr)
+            if key in todo:
+                todo[key].append(i)
+                continue
+            hit = self.cache.get_key(ns, key)
+            if hit is not None:
+                results[i] = hit
+                with self._lock:
+                    self.cache_hits += 1
+                continue
+            todo[key] = [i]
+            arrays[key] = arr
+        if not todo:
+            return results
+        keys, requests, index_of = [], [], {}
+        for key, idx in todo.items():
+            i = idx[0]
+            body = {"model": self.model, "messages": self.messages(self.encode(arrays[key])),
+                    "temperature": self.temperature, "seed": self.seed, "max_tokens": self.max_tokens,
+                    **self.extra_body}
+            keys.append(key)
+            requests.append(self._request(body, labels[i]))
+            index_of[labels[i]] = i
+        answers = self._client.map(requests, lambda r: self._parse_caption(r, index_of[r.request.label]),
+                                   stop=self._stops_batch)
+        for key, req, answer in zip(keys, requests, answers):
+            if isinstance(answer, str):
+                self.cache.put_key(ns, key, answer, shape=arrays[key].shape)
+            else:
+                answer = self._convert(answer, req.label, index_of[req.label])
+            for j in todo[key]:
+                results[j] = answer
+        return results
+
+    # ----------------------------------------------------------------- prompt log-probabilities
+
+    def _plp_body(self, data_url: str | None, answer: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages(data_url, answer),
+                                "max_tokens": 1, "temperature": 0.0, "seed": self.seed, "prompt_logprobs": 0}
+        if answer is None:
+            body.update(add_generation_prompt=True, continue_final_message=False)
+        else:
+            body.update(add_generation_prompt=False, continue_final_message=True)
+        return body
+
+    def _parse_plp(self, resp: Response, index: int | None) -> list[tuple[int, float, str | None]] | None:
+        """An answer with prompt log-probabilities -> [(token id, logprob, decoded)] per prompt
+        token after the first; None when the answer has none (the server does not support them)."""
+        status = resp.status
+        if status in (400, 422) and not _looks_like_html(resp):
+            msg = _service_message(resp.content)
+            if any(w in msg.lower() for w in ("prompt_logprobs", "continue_final_message", "add_generation_prompt",
+                                              "unrecognized request argument", "extra inputs")):
+                return None  # OpenAI: "Unrecognized request argument supplied: prompt_logprobs"
+        self._check_status(resp, index)
+        j = self._json(resp)
+        plp = j.get("prompt_logprobs")
+        if plp is None:
+            return None
+        if not isinstance(plp, list) or len(plp) < 2:
+            raise RetryAnswer(f"prompt_logprobs is not a list of 2 or more entries ({type(plp).__name__})")
+        out: list[tuple[int, float, str | None]] = []
+        for k, entry in enumerate(plp[1:], start=1):
+            if not isinstance(entry, dict) or not entry:
+                raise RetryAnswer(f"prompt_logprobs[{k}] is not an object of token ids")
+            tid, info = next(iter(entry.items()))  # vLLM puts the prompt token first
+            try:
+                lp = float(info["logprob"] if isinstance(info, dict) else info)
+                tid_i = int(tid)
+            except (KeyError, TypeError, ValueError):
+                raise RetryAnswer(f"prompt_logprobs[{k}] has no numeric logprob for its token") from None
+            if not lp <= 1e-6:  # NaN too
+                raise RetryAnswer(f"prompt_logprobs[{k}] has logprob {lp!r}, not <= 0")
+            dec = info.get("decoded_token") if isinstance(info, dict) else None
+            out.append((tid_i, lp, dec if isinstance(dec, str) else None))
+        return out
+
+    def _send_plp(self, data_url: str | None, answer: str | None, label: str) -> list[tuple[int, float, str | None]] | None:
+        req = self._request(self._plp_body(data_url, answer), label)
+        try:
+            return self._client.send(req, lambda r: self._parse_plp(r, None))
+        except Exception as e:  # noqa: BLE001 - converted to an OpenAIError naming the URL
+            raise self._convert(e, label, None) from None
+
+    def supports_prompt_logprobs(self) -> bool:
+        """Whether the server returns prompt log-probabilities (one text-only request, once)."""
+        return self._prefix() is not None
+
+    def _prefix(self) -> list[tuple[int, float, str | None]] | None:
+        with self._lock:
+            probe = self._probe
+        if probe is None:
+            toks = self._send_plp(None, None, "prompt log-probabilities check")
+            probe = {"tokens": toks}
+            with self._lock:
+                self._probe = probe
+            if toks is None:
+                logger.info("%s at %s returns no prompt log-probabilities: no own-head scoring (use %s)",
+                            self.model, self.base_url, WORKING_SCORERS)
+        return probe["tokens"]
+
+    def _unsupported(self) -> PromptLogprobsUnsupported:
+        return PromptLogprobsUnsupported(
+            f"{self.base_url} ({self.model}) does not return prompt log-probabilities (vLLM's prompt_logprobs "
+            f"with continue_final_message), so the captioner's own head cannot score captions there; use "
+            f"{WORKING_SCORERS}, or serve the model with vLLM (vllm serve {self.model})"
+        )
+
+
+class OpenAIOwnHeadCaptioner(OpenAICaptioner):
+    """An :class:`OpenAICaptioner` on a server with prompt log-probabilities (vLLM): also an
+    :class:`~capshap.interfaces.OwnHeadCaptioner`."""
+
+    def own_scorer(self, caption: str, score: str = "logodds", merge_words: bool = False) -> OpenAIOwnHeadScorer:
+        """A scorer bound to ``caption`` that reads the server model's log-probabilities of
+        the caption's tokens given each masked image. Raises
+        :class:`PromptLogprobsUnsupported` where the server has none."""
+        return OpenAIOwnHeadScorer(self, caption, score=score, merge_words=merge_words)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class OpenAIOwnHeadScorer(Scorer):
+    """Own-head scores of one caption through a server's prompt log-probabilities.
+
+    ``score(images)``: (N, H, W, 3) uint8 -> (N, T) float64, column t the log-odds (or
+    log-prob) of answer token t given the masked image, the prompt and the previous answer
+    tokens; one request per image, ``max_concurrency`` in flight. ``tokens``: the decoded
+    answer tokens (whole words with ``merge_words``). ``token_ids``: their ids.
+    """
+
+    def __init__(self, captioner: OpenAICaptioner, caption: str, score: str = "logodds", merge_words: bool = False):
+        self.captioner = captioner
+        self.caption = caption
+        self.score_kind = check_score(score)
+        answer = caption.strip()
+        if not answer:
+            raise ValueError("the caption is empty: there are no tokens to score")
+        self.answer = answer
+        prefix = captioner._prefix()
+        if prefix is None:
+            raise captioner._unsupported()
+        full = captioner._send_plp(None, answer, "answer tokens")
+        if full is None:
+            raise captioner._unsupported()
+        c = _common_prefix([t[0] for t in prefix], [t[0] for t in full])
+        ans = full[c:]
+        if not ans:
+            raise OpenAIError(
+                f"{captioner.base_url} gave caption {printable(answer, 100)!r} no tokens after the prompt "
+                "(the chat template dropped the continued assistant message?)"
+            )
+        self.token_ids = [t[0] for t in ans]
+        pieces = [t[2] if t[2] is not None else f"<{t[0]}>" for t in ans]
+        self.token_texts = [p.strip() or p for p in pieces]
+        self.merge_words = bool(merge_words)
+        if self.merge_words:
+            if any(t[2] is None for t in ans):
+                raise OpenAIError(f"{captioner.base_url} sends no decoded_token texts: words cannot be formed; "
+                                  "use merge_words=False (--tokens pieces)")
+            starts = [i for i, p in enumerate(pieces) if i == 0 or p[:1].isspace()]
+            self._starts: np.ndarray | None = np.asarray(starts, dtype=np.intp)
+            bounds = starts + [len(pieces)]
+            self.tokens = ["".join(pieces[a:b]).strip() or "".join(pieces[a:b]) for a, b in itertools.pairwise(bounds)]
+        else:
+            self._starts = None
+            self.tokens = list(self.token_texts)
+
+    def _parse(self, resp: Response) -> np.ndarray:
+        cap = self.captioner
+        toks = cap._parse_plp(resp, None)
+        if toks is None:
+            raise cap._unsupported()
+        k = len(self.token_ids)
+        tail = toks[-k:] if len(toks) >= k else []
+        if [t[0] for t in tail] != self.token_ids:
+            raise OpenAIError(
+                f"{resp.request.label}: the last {k} prompt tokens {[t[0] for t in tail]} are not the caption's "
+                f"tokens {self.token_ids}: the server tokenizes the caption differently next to an image",
+                status=resp.status,
+            )
+        return np.array([t[1] for t in tail], dtype=np.float64)
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        """images (N, H, W, 3) uint8 -> (N, T) float64 scores."""
+        cap = self.captioner
+        n = len(images)
+        if n == 0:
+            return np.zeros((0, len(self.tokens)), dtype=np.float64)
+        reqs = []
+        for i in range(n):
+            arr = check_rgb(images[i], f"image {i}")
+            reqs.append(cap._request(cap._plp_body(cap.encode(arr), self.answer), f"masked image {i}"))
+        out = cap._client.map(reqs, self._parse, stop=lambda e: isinstance(e, OpenAIError) and cap._stops_batch(e))
+        for i, r in enumerate(out):
+            if isinstance(r, BaseException):
+                raise cap._convert(r, reqs[i].label, i)
+        lp = np.minimum(np.stack(out), 0.0)
+        if self.score_kind == "logprob":
+            s = lp
+        else:
+            s = lp - log1mexp(lp)
+        s = np.clip(s, -SCORE_CAP, SCORE_CAP)
+        if self._starts is not None:
+            s = np.add.reduceat(s, self._starts, axis=1)
+        return s
+
+
+def open_captioner(model: str, own_head: str = "auto", **kw: Any) -> OpenAICaptioner:
+    """An OpenAI-compatible captioner; ``own_head``: "auto" (one request checks whether the
+    server returns prompt log-probabilities: an :class:`OpenAIOwnHeadCaptioner` if it does),
+    "yes" (own-head without the check; scoring fails clearly on a server without them) or
+    "no" (black-box only). ``kw``: :class:`OpenAICaptioner`'s parameters."""
+    mode = str(own_head).strip().lower()
+    if mode in ("yes", "true", "1", "on"):
+        return OpenAIOwnHeadCaptioner(model, **kw)
+    if mode in ("no", "false", "0", "off"):
+        return OpenAICaptioner(model, **kw)
+    if mode != "auto":
+        raise ValueError(f"own_head={own_head!r}; use 'auto', 'yes' or 'no'")
+    cap = OpenAIOwnHeadCaptioner(model, **kw)
+    try:
+        ok = cap.supports_prompt_logprobs()
+    except BaseException:
+        cap.close()
+        raise
+    if ok:
+        return cap
+    plain = OpenAICaptioner.__new__(OpenAICaptioner)  # the same configuration and client, no own head
+    plain.__dict__.update(cap.__dict__)
+    return plain
