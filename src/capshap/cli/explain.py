@@ -33,7 +33,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     try:
         return Settings(
             captioner=args.captioner,
-            captioner_options=parse_options(args.captioner_opt, "--captioner-opt"),
+            captioner_options=_captioner_options(args),
             scorer=args.scorer,
             scorer_options=parse_options(args.scorer_opt, "--scorer-opt"),
             mask=args.mask,
@@ -55,6 +55,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         )
     except SpecError as e:
         raise UsageError(str(e)) from None
+
+
+def _captioner_options(args: argparse.Namespace) -> dict:
+    """``--captioner-opt`` plus ``--base-url`` (an option of openai: captioners only)."""
+    opts = parse_options(args.captioner_opt, "--captioner-opt")
+    if args.base_url is not None:
+        if not str(args.captioner).strip().lower().startswith("openai:"):
+            raise SpecError("--base-url", args.base_url, "applies to openai:MODEL captioners only")
+        opts["base_url"] = args.base_url
+    return opts
 
 
 def _usage(e: ValueError) -> UsageError:

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--captioner-opt", action="append", default=None, metavar="K=V,...",
                    help="options of the chosen captioner kind (repeatable), e.g. timeout=60 for azure; "
                    "the kinds and their options are listed below")
+    e.add_argument("--base-url", default=None, metavar="URL",
+                   help="the server of an openai: captioner, e.g. http://localhost:8000/v1 for vLLM "
+                   "(default: OPENAI_BASE_URL, else OpenAI's API); the key comes from OPENAI_API_KEY")
     e.add_argument("--scorer-opt", action="append", default=None, metavar="K=V,...",
                    help="options of the chosen scorer, e.g. score=logprob")
     e.add_argument("--tokens", choices=("words", "pieces"), default="words",
