@@ -47,6 +47,7 @@ _LAZY = {
     "ModelLoadError": ".captioners.hf",
     "SurrogateScorer": ".scoring.surrogate",
     "AzureCaptioner": ".captioners.azure",
+    "OpenAICaptioner": ".captioners.openai",
     "AzureError": ".captioners.azure",
     "CaptionCache": ".captioners.cache",
     "BuiltinCaptioner": ".captioners.builtin",
