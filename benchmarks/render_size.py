@@ -62,7 +62,7 @@ def region_sums(tree, values, depth):
     flat = values.reshape(-1, values.shape[-1])
     out = []
     for n in nodes:
-        m = tree.node_mask(n).reshape(-1)
+        m = tree.node_region(n).reshape(-1)
         out.append((n, flat[m].sum(axis=0)))
     return out
 

@@ -59,7 +59,7 @@ def test_pixels_equal_shap(photo, fill, channels):
     coalitions = _coalitions(tree, rng)
     batch = masker.render(coalitions)
     for c, got in zip(coalitions, batch):
-        vis = tree.mask(c)
+        vis = tree.visible(c)
         if not channels:
             vis = np.repeat(vis[..., None], 3, axis=2)
         want = ref(vis.ravel(), photo.copy())[0][0]

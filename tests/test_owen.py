@@ -30,7 +30,7 @@ def _ours(tree, f, x, background, **kw):
     def evaluate(coalitions):
         batch = []
         for c in coalitions:
-            vis = tree.mask(c)
+            vis = tree.visible(c)
             if vis.ndim < x.ndim:
                 vis = vis[..., None]
             batch.append(np.where(vis, x, background))
@@ -75,7 +75,7 @@ def test_first_call_holds_full_and_empty_and_no_repeats():
 
     def evaluate(coalitions):
         calls.append(list(coalitions))
-        return f(np.stack([np.where(tree.mask(c)[..., None], x, 0.0) for c in coalitions]))
+        return f(np.stack([np.where(tree.visible(c)[..., None], x, 0.0) for c in coalitions]))
 
     res = owen(tree, evaluate, max_evals=300, batch_size=50)
     assert calls[0][:2] == [(), (tree.root,)]
@@ -84,7 +84,7 @@ def test_first_call_holds_full_and_empty_and_no_repeats():
     assert len(flat) == len(set(flat)) == res.n_evals
     assert all(len(call) <= 52 for call in calls)
     # as pixel sets, too: no two evaluated coalitions give the same mask
-    masks = {tree.mask(c).tobytes() for c in flat}
+    masks = {tree.visible(c).tobytes() for c in flat}
     assert len(masks) == len(flat)
     assert res.budget_used <= 301
 
@@ -100,7 +100,7 @@ def test_memory_grows_with_nodes_not_pixels():
 def test_deterministic_and_seeded_ties():
     tree = axis_aligned(8, 8)
     # a model with many ties: counts visible nodes
-    f = lambda cs: np.array([[float(tree.mask(c).sum())] for c in cs])  # noqa: E731
+    f = lambda cs: np.array([[float(tree.visible(c).sum())] for c in cs])  # noqa: E731
     a = owen(tree, f, max_evals=60, batch_size=8, seed=3)
     b = owen(tree, f, max_evals=60, batch_size=8, seed=3)
     assert a.coalitions == b.coalitions

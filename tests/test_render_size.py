@@ -22,7 +22,7 @@ def _random_coalitions(tree, rng, n, max_nodes=6):
         k = int(rng.integers(1, max_nodes + 1))
         nodes, seen = [], np.zeros(tree.shape[:2], bool)
         for node in rng.integers(0, tree.n_nodes, size=k):
-            m = tree.node_mask(int(node))
+            m = tree.node_region(int(node))
             m2 = m if m.ndim == 2 else m.any(axis=2)
             if not (seen & m2).any():  # coalitions are disjoint nodes
                 nodes.append(int(node))
@@ -42,11 +42,11 @@ def test_visibility_follows_the_pixel_under_each_rendered_pixels_centre(photo, c
     cols = np.floor((np.arange(w) + 0.5) * W / w).astype(int)
     rng = np.random.default_rng(1)
     for c in _random_coalitions(tree, rng, 60):
-        want = tree.mask(c)[np.ix_(rows, cols)]  # independent: sample at pixel centres
+        want = tree.visible(c)[np.ix_(rows, cols)]  # independent: sample at pixel centres
         np.testing.assert_array_equal(m.visible_rendered(c), want, err_msg=str(c))
     # more than 64 nodes takes the gather path; same rule
     many = tuple(range(0, 200, 2)) if not channels else tuple(range(0, 600, 2))
-    np.testing.assert_array_equal(m.visible_rendered(many), tree.mask(many)[np.ix_(rows, cols)])
+    np.testing.assert_array_equal(m.visible_rendered(many), tree.visible(many)[np.ix_(rows, cols)])
 
 
 def _pil(a, h, w):
@@ -71,12 +71,12 @@ def test_rendered_pixels_are_the_resized_image_or_the_resized_background(photo, 
     even = np.flatnonzero(np.all(rects[:, :4] % 2 == 0, axis=1))
     rng = np.random.default_rng(2)
     cs = [()] + [tuple(sorted(set(rng.choice(even, size=rng.integers(1, 4)).tolist()))) for _ in range(40)]
-    cs = [c for c in cs if not np.any(np.sum([tree.node_mask(n) for n in c] or [np.zeros((48, 64))], axis=0) > 1)]
+    cs = [c for c in cs if not np.any(np.sum([tree.node_region(n) for n in c] or [np.zeros((48, 64))], axis=0) > 1)]
     assert len(cs) > 10
     got = small.render(cs)
     assert got.shape == (len(cs), 24, 32, 3)
     for c, g in zip(cs, got):
-        block = tree.mask(c).reshape(24, 2, 32, 2)
+        block = tree.visible(c).reshape(24, 2, 32, 2)
         assert np.all(block.all(axis=(1, 3)) == block.any(axis=(1, 3)))
         vis = block.all(axis=(1, 3))
         np.testing.assert_array_equal(g, np.where(vis[..., None], image, background), err_msg=str(c))
@@ -112,7 +112,7 @@ def test_segment_trees_render_small_too(photo):
     m = Masker(photo, tree, 0, render_size=(24, 32))
     rows, cols = (np.arange(24) * 2 + 1), (np.arange(32) * 2 + 1)
     c = (tree.left(tree.root),)
-    np.testing.assert_array_equal(m.visible_rendered(c), tree.mask(c)[np.ix_(rows, cols)])
+    np.testing.assert_array_equal(m.visible_rendered(c), tree.visible(c)[np.ix_(rows, cols)])
 
 
 @pytest.mark.parametrize("bad", [(0, 5), "big", (3,), (2, -1)])

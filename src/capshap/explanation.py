@@ -363,7 +363,7 @@ def _top_regions(exp: Explanation, k: int) -> list[list[dict[str, Any]]]:
                 y0, y1, x0, x1 = (int(v) for v in tree.rects[node][:4])
                 boxes[node] = [x0, y0, x1, y1]
             else:
-                m = tree.node_mask(node)
+                m = tree.node_region(node)
                 if m.ndim == 3:
                     m = m.any(axis=2)
                 ys, xs = np.nonzero(m)

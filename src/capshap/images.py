@@ -240,17 +240,22 @@ def _values_to_uint8(a: np.ndarray, what: str) -> np.ndarray:
     )
 
 
+class ArrayDtypeError(TypeError, ValueError):
+    """An image array of the wrong dtype (both a TypeError and a ValueError)."""
+
+
 def check_rgb(image: Any, who: str, index: int | None = None) -> np.ndarray:
     """``image`` as a C-contiguous uint8 (H, W, 3) array, or an error saying who needs it.
 
     Unlike :func:`to_rgb_uint8` nothing is converted: models and maskers get exactly the
-    pixels the explainer made. Raises TypeError for another dtype, ValueError for another
-    shape or an empty image; the message names ``who`` and, in a batch, the ``index``.
+    pixels the explainer made. Raises :class:`ArrayDtypeError` (a TypeError and a
+    ValueError) for another dtype, ValueError for another shape or an empty image; the
+    message names ``who`` and, in a batch, the ``index``.
     """
     a = np.asarray(image)
     label = f"{who}: image {index}" if index is not None else who
     if a.dtype != np.uint8:
-        raise TypeError(f"{label} has dtype {a.dtype}; expected uint8 RGB (H, W, 3) "
+        raise ArrayDtypeError(f"{label} has dtype {a.dtype}; expected uint8 RGB (H, W, 3) "
                         "(convert with np.clip(x, 0, 255).astype(np.uint8))")
     if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"{label} has shape {a.shape}; expected uint8 RGB (H, W, 3)")

@@ -554,7 +554,7 @@ class Masker:
         tree = self.tree
         if tree.rects is not None and len(coalition) < 64:
             return self._paint(coalition, None)
-        return tree.mask(coalition)
+        return tree.visible(coalition)
 
     def visible_rendered(self, coalition: Sequence[int]) -> np.ndarray:
         """(h, w) or (h, w, 3) bool at the render size (pixel-centre rule)."""
@@ -562,7 +562,7 @@ class Masker:
             return self.visible(coalition)
         if self.tree.rects is not None and len(coalition) < 64:
             return self._paint(coalition, (self._ry, self._rx))
-        return self.tree.mask(coalition)[np.ix_(self._rows, self._cols)]
+        return self.tree.visible(coalition)[np.ix_(self._rows, self._cols)]
 
     def _paint(self, coalition: Sequence[int], maps: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         tree = self.tree

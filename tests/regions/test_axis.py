@@ -39,7 +39,7 @@ def test_every_node_is_its_reflected_box_and_shaps_region(h, w, channels):
             box[y0:y1, x0:x1] = True
             assert (c0, c1) == (0, 1)
         np.testing.assert_array_equal(box, want)
-        np.testing.assert_array_equal(tree.node_mask(node), want)
+        np.testing.assert_array_equal(tree.node_region(node), want)
         np.testing.assert_array_equal(full[node], tree.rects[node])
 
 

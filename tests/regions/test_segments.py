@@ -51,7 +51,7 @@ def check_partition(tree) -> None:
     assert np.all(np.bincount(li.ravel(), minlength=M) > 0)
     cover = np.zeros(li.shape, dtype=np.int64)
     for leaf in range(M):
-        cover += tree.node_mask(leaf)
+        cover += tree.node_region(leaf)
     assert np.all(cover == 1)
 
 
@@ -66,7 +66,7 @@ def check_binary_cover(tree) -> None:
     assert np.all(uses[:-1] == 1) and uses[-1] == 0
     assert np.all(ch.max(axis=1) < np.arange(M, 2 * M - 1))
     assert tree.counts[tree.root] == H * W
-    assert tree.node_mask(tree.root).all()
+    assert tree.node_region(tree.root).all()
     for i in range(M - 1):
         a, b = ch[i]
         assert tree.counts[M + i] == tree.counts[a] + tree.counts[b]
@@ -79,8 +79,8 @@ def check_binary_cover(tree) -> None:
 
 def check_siblings_adjacent(tree) -> None:
     for node in range(tree.n_leaves, tree.n_nodes):
-        left = tree.node_mask(tree.left(node)).astype(np.uint8)
-        right = tree.node_mask(tree.right(node))
+        left = tree.node_region(tree.left(node)).astype(np.uint8)
+        right = tree.node_region(tree.right(node))
         grown = cv2.dilate(left, CROSS).astype(bool)
         assert np.any(grown & right), f"children of node {node} do not touch"
 
@@ -115,7 +115,7 @@ def test_methods_build_valid_trees(small_trees, small, method):
     first = [np.flatnonzero(tree.leaf_index.ravel() == k)[0] for k in range(tree.n_leaves)]
     assert np.all(np.diff(first) > 0)
     for k in range(tree.n_leaves):
-        assert n_components(tree.node_mask(k)) == 1
+        assert n_components(tree.node_region(k)) == 1
     assert tree.params["depth"] == depth(tree)
 
 
@@ -147,7 +147,7 @@ def test_colour_separates_the_root():
     im[:, 32:] = (30, 30, 200)
     for tree in (from_labels(grid_labels(), im), segments(im, "slic", 16)):
         kids = (tree.left(tree.root), tree.right(tree.root))
-        halves = {tuple(np.flatnonzero(tree.node_mask(c).all(axis=0))) for c in kids}
+        halves = {tuple(np.flatnonzero(tree.node_region(c).all(axis=0))) for c in kids}
         assert halves == {tuple(range(32)), tuple(range(32, 64))}
 
 
@@ -156,11 +156,11 @@ def test_texture_separates_the_root():
     im = np.full((64, 64, 3), 128, np.uint8)
     im[:, 32:] = np.where((np.arange(32) // 2) % 2, 78, 178)[None, :, None]
     tree = from_labels(grid_labels(), im)
-    left = tree.node_mask(tree.left(tree.root))
+    left = tree.node_region(tree.left(tree.root))
     assert left.sum() == 64 * 32 and (left[:, :32].all() or left[:, 32:].all())
     # without the texture term the root is not that split
     flat = from_labels(grid_labels(), im, texture_weight=0.0, colour_weight=0.0)
-    left = flat.node_mask(flat.left(flat.root))
+    left = flat.node_region(flat.left(flat.root))
     assert not (left[:, :32].all() or left[:, 32:].all())
 
 
@@ -204,7 +204,7 @@ def test_from_labels_any_values_and_disconnected_labels(small):
         check_all(tree)
         # raster order: 7 (pixel 0) -> 0, -3 -> 1, 100 -> 2
         assert tree.leaf_index[0, 0] == 0 and tree.leaf_index[0, 127] == 1
-        assert np.array_equal(tree.node_mask(2), lm == 100)
+        assert np.array_equal(tree.node_region(2), lm == 100)
 
 
 def test_from_labels_colour_coded_png_like(small):

@@ -27,7 +27,7 @@ def test_pixel_tree_equals_shap_single_channel_and_regions(h, w):
     masks = make_masks(ref).toarray()
     for node in range(tree.n_nodes):
         want = masks[node].reshape(h, w)
-        np.testing.assert_array_equal(tree.node_mask(node), want)
+        np.testing.assert_array_equal(tree.node_region(node), want)
         y0, y1, x0, x1 = tree.rects[node, :4]
         box = np.zeros((h, w), bool)
         box[y0:y1, x0:x1] = True
@@ -49,7 +49,7 @@ def test_lower_preserves_totals_and_spreads_evenly():
     px = tree.lower(vals)
     assert px.shape == (6, 4, 2)
     np.testing.assert_allclose(px.sum((0, 1)), [13.0, -24.0])
-    left = tree.node_mask(tree.left(tree.root))
+    left = tree.node_region(tree.left(tree.root))
     np.testing.assert_allclose(px[~left, 0], 0.5)
     np.testing.assert_allclose(px[left, 0], 0.5 + 1.0 / left.sum())
     nodes = np.array([tree.root, tree.left(tree.root)])

@@ -150,12 +150,14 @@ class Tree:
             vis[lo:hi] = True
         return vis
 
-    def mask(self, coalition: Iterable[int]) -> np.ndarray:
-        """Boolean mask of ``shape``: True where an element is in one of the nodes."""
+    def visible(self, coalition: Iterable[int]) -> np.ndarray:
+        """Visibility of a coalition: bool array of ``shape``, True where an element is in one
+        of the nodes (kept visible); the rest is hidden and filled by the masker."""
         return self.visible_positions(coalition)[self.element_pos]
 
-    def node_mask(self, node: int) -> np.ndarray:
-        return self.mask((node,))
+    def node_region(self, node: int) -> np.ndarray:
+        """The elements a node covers: bool array of ``shape``."""
+        return self.visible((node,))
 
     def lower(self, node_values: np.ndarray) -> np.ndarray:
         """Spread node values evenly over each node's elements and sum per element.

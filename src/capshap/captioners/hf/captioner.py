@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from capshap.images import check_batch
+
 from capshap.captioners.hf.families import FamilyAdapter, adapter_for
 from capshap.captioners.hf.loading import load_pretrained, resolve_device, resolve_dtype
 from capshap.captioners.hf.tokens import TokenLayout
@@ -33,15 +35,7 @@ class EmptyCaptionError(ValueError):
 
 
 def _check_images(images: Any, who: str) -> list[np.ndarray]:
-    out = []
-    for i, im in enumerate(images):
-        a = np.asarray(im)
-        if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
-            raise ValueError(f"{who}: image {i} has shape {a.shape}; expected a (H, W, 3) uint8 RGB array")
-        if a.dtype != np.uint8:
-            raise ValueError(f"{who}: image {i} has dtype {a.dtype}; expected uint8 RGB (0-255)")
-        out.append(a)
-    return out
+    return check_batch(images, who)
 
 
 class HFCaptioner(Captioner):
