@@ -153,11 +153,13 @@ def main() -> None:
             usage = code == 2
             lost = (not usage) and not outputs_ok(out, ["bird", "horses"])
             changed = before != after
-            raw = any(c in err for c in ("\x1b", "\x07"))
+            # the payloads themselves (progress bars use their own cursor codes, which are fine)
+            raw = any(c in err for c in ("\x1b]0;pwned", "\x07", "\x1b[2J"))
             tb = "Traceback (most recent call last)" in err
             leaked = "sk-secret" in err or "Injected" in err
             html = (out / "index.html").read_text(encoding="utf-8", errors="replace") if (out / "index.html").exists() else ""
-            script_ok = "<script>alert" not in html and 'href="javascript:' not in html
+            script_ok = ("<script>alert(1)" not in html and 'href="javascript:' not in html
+                         and "href='javascript:" not in html)
             clear = code in (1, 2, 0) and not tb and bool(err.strip()) or code == 0
             rows.append((category, name, code, clear and not tb, tb, lost or changed, raw or leaked or not script_ok))
             if args.verbose:
