@@ -55,7 +55,7 @@ import logging
 import os
 import threading
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +63,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from capshap.captioners.cache import CaptionCache, cache_key
+from capshap.captioners.cache import CaptionCache
+from capshap.captioners.cloud import CloudCaptioner
 from capshap.captioners.http import (
     BadAnswer,
     BatchStopped,
@@ -75,8 +76,7 @@ from capshap.captioners.http import (
     RetryAnswer,
     Secret,
 )
-from capshap.images import check_rgb
-from capshap.interfaces import Captioner, ImageLimits
+from capshap.interfaces import ImageLimits
 from capshap.text import printable
 
 __all__ = [
@@ -197,7 +197,7 @@ def _service_message(body: bytes) -> str:
     return printable(f"{code}: {message}" if code else str(message), 300)
 
 
-class AzureCaptioner(Captioner):
+class AzureCaptioner(CloudCaptioner):
     """Captions images with Azure AI Vision (v3.2 / v3.1 Analyze, or Image Analysis 4.0).
 
     Parameters
@@ -394,99 +394,14 @@ class AzureCaptioner(Captioner):
 
     # ----------------------------------------------------------------- public API
 
-    def caption(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[str]:
-        """Caption a batch: N uint8 (H, W, 3) arrays -> N strings, in input order.
+    def _request_for(self, image: np.ndarray, label: str, index: int) -> Request:
+        """The request of one image (ImageLimitError, not sent, when it breaks the limits)."""
+        return Request("POST", self._url, self._encode(image, label, index), label=label)
 
-        Every image is attempted before anything is raised; then the first failure (by
-        index) is raised, the others' captions being cached so a retry only costs the
-        failed images. Use :meth:`caption_each` to get per-image errors instead.
-        """
-        results = self.caption_each(images, names)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            first = failed[0]
-            if len(failed) > 1 and hasattr(first, "add_note"):
-                first.add_note(
-                    f"{len(failed)} of {len(results)} images failed; the captions of the "
-                    "others are cached, so retrying costs only the failed ones"
-                )
-            raise first
-        return results  # type: ignore[return-value]
-
-    def caption_each(
-        self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
-    ) -> list[str | Exception]:
-        """Caption a batch, returning a caption or an exception for every image, in order.
-
-        ``images``: N uint8 (H, W, 3) arrays; ``names``: optional N labels used in error
-        messages (default ``"image <i>"``). Exceptions are :class:`AzureError` subclasses
-        (``ImageLimitError`` for images that break the limits and were not sent) or
-        ``TypeError``/``ValueError`` for arrays that are not uint8 (H, W, 3).
-        Successful captions are cached; cached images cost no request.
-        KeyboardInterrupt stops the batch (nothing more is sent) and propagates.
-        """
-        n = len(images)
-        if names is not None and len(names) != n:
-            raise ValueError(f"got {len(names)} names for {n} images; pass one name per image")
-        labels = [f"image {i}" if names is None else f"image {i} ({printable(names[i], 200)!r})" for i in range(n)]
-        results: list[str | Exception | None] = [None] * n
-        namespace = self.namespace
-        todo: dict[str, list[int]] = {}
-        arrays: dict[str, np.ndarray] = {}
-        for i in range(n):
-            try:
-                arr = self._check_array(images[i], labels[i])
-            except (TypeError, ValueError) as e:
-                results[i] = e
-                continue
-            key = cache_key(namespace, arr)
-            if key in todo:
-                todo[key].append(i)
-                continue
-            hit = self.cache.get_key(namespace, key)
-            if hit is not None:
-                results[i] = hit
-                with self._lock:
-                    self.cache_hits += 1
-                continue
-            todo[key] = [i]
-            arrays[key] = arr
-        if not todo:
-            return results  # type: ignore[return-value]
-        logger.debug(
-            "%s: %d images, %d to send (%d cached or duplicate)",
-            self.name, n, len(todo), n - sum(len(v) for v in todo.values()),
-        )
-        keys, requests, index_of = [], [], {}
-        for key, idx in todo.items():
-            i = idx[0]
-            try:
-                data = self._encode(arrays[key], labels[i], i)
-            except ImageLimitError as e:
-                for j in idx:
-                    results[j] = e
-                continue
-            keys.append(key)
-            requests.append(Request("POST", self._url, data, label=labels[i]))
-            index_of[labels[i]] = i
-        answers = self._client.map(
-            requests, lambda r: self._parse(r, index_of[r.request.label]), stop=self._stops_batch,
-        )
-        for key, req, answer in zip(keys, requests, answers):
-            idx = todo[key]
-            if isinstance(answer, str):
-                self.cache.put_key(namespace, key, answer, shape=arrays[key].shape)
-            else:
-                answer = self._convert(answer, req.label, index_of[req.label])
-            for j in idx:
-                results[j] = answer
-        return results  # type: ignore[return-value]
+    def _parse_caption(self, resp: Response, index: int) -> str:
+        return self._parse(resp, index)
 
     # ----------------------------------------------------------------- one image
-
-    @staticmethod
-    def _check_array(image: Any, label: str) -> np.ndarray:
-        return check_rgb(image, label)
 
     def _encode(self, image: np.ndarray, label: str, index: int) -> bytes:
         """Check the limits and encode ``image`` (H, W, 3) uint8 in memory -> file bytes."""

@@ -66,7 +66,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from capshap.captioners.cache import CaptionCache, cache_key
+from capshap.captioners.cache import CaptionCache
+from capshap.captioners.cloud import CloudCaptioner
 from capshap.captioners.http import (
     BadAnswer,
     BatchStopped,
@@ -79,7 +80,7 @@ from capshap.captioners.http import (
     Secret,
 )
 from capshap.images import check_rgb
-from capshap.interfaces import Captioner, Scorer
+from capshap.interfaces import Scorer
 from capshap.scoring.logodds import SCORE_CAP, check_score, log1mexp
 from capshap.text import printable
 
@@ -167,7 +168,7 @@ def _looks_like_html(resp: Response) -> bool:
     return "html" in ctype or head.startswith((b"<!doctype", b"<html"))
 
 
-class OpenAICaptioner(Captioner):
+class OpenAICaptioner(CloudCaptioner):
     """Captions images with a vision model behind an OpenAI-compatible chat completions API.
 
     Parameters
@@ -464,69 +465,11 @@ class OpenAICaptioner(Captioner):
 
     # ----------------------------------------------------------------- captions
 
-    def caption(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[str]:
-        """Caption a batch: N uint8 (H, W, 3) arrays -> N strings, in input order.
-
-        Every image is attempted first (captions of the others are cached); then the first
-        failure is raised. :meth:`caption_each` gives per-image errors instead."""
-        results = self.caption_each(images, names)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            first = failed[0]
-            if len(failed) > 1:
-                first.add_note(f"{len(failed)} of {len(results)} images failed; the others' captions are cached")
-            raise first
-        return results  # type: ignore[return-value]
-
-    def caption_each(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[str | Exception]:
-        """A caption or an exception for every image, in order (see :meth:`caption`)."""
-        n = len(images)
-        if names is not None and len(names) != n:
-            raise ValueError(f"got {len(names)} names for {n} images; pass one name per image")
-        labels = [f"image {i}" if names is None else f"image {i} ({printable(names[i], 200)!r})" for i in range(n)]
-        results: list[Any] = [None] * n
-        ns = self.namespace
-        todo: dict[str, list[int]] = {}
-        arrays: dict[str, np.ndarray] = {}
-        for i in range(n):
-            try:
-                arr = check_rgb(images[i], labels[i])
-            except (TypeError, ValueError) as e:
-                results[i] = e
-                continue
-            key = cache_key(ns, arr)
-            if key in todo:
-                todo[key].append(i)
-                continue
-            hit = self.cache.get_key(ns, key)
-            if hit is not None:
-                results[i] = hit
-                with self._lock:
-                    self.cache_hits += 1
-                continue
-            todo[key] = [i]
-            arrays[key] = arr
-        if not todo:
-            return results
-        keys, requests, index_of = [], [], {}
-        for key, idx in todo.items():
-            i = idx[0]
-            body = {"model": self.model, "messages": self.messages(self.encode(arrays[key])),
-                    "temperature": self.temperature, "seed": self.seed, "max_tokens": self.max_tokens,
-                    **self.extra_body}
-            keys.append(key)
-            requests.append(self._request(body, labels[i]))
-            index_of[labels[i]] = i
-        answers = self._client.map(requests, lambda r: self._parse_caption(r, index_of[r.request.label]),
-                                   stop=self._stops_batch)
-        for key, req, answer in zip(keys, requests, answers):
-            if isinstance(answer, str):
-                self.cache.put_key(ns, key, answer, shape=arrays[key].shape)
-            else:
-                answer = self._convert(answer, req.label, index_of[req.label])
-            for j in todo[key]:
-                results[j] = answer
-        return results
+    def _request_for(self, image: np.ndarray, label: str, index: int) -> Request:
+        body = {"model": self.model, "messages": self.messages(self.encode(image)),
+                "temperature": self.temperature, "seed": self.seed, "max_tokens": self.max_tokens,
+                **self.extra_body}
+        return self._request(body, label)
 
     # ----------------------------------------------------------------- prompt log-probabilities
 
