@@ -31,19 +31,7 @@ def fake():
         yield server
 
 
-class FakeClock:
-    """A monotonic clock that only moves when slept on; records every sleep (seconds)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from fake_clock import FakeClock  # noqa: E402
 
 
 def make(fake: FakeAzure, real_clock: bool = False, **kw) -> AzureCaptioner:

@@ -34,19 +34,7 @@ KEY = "sk-test-0123456789-do-not-leak"
 URL = "https://api.example.test/v1/caption"
 
 
-class FakeClock:
-    """Monotonic seconds that move only when slept on; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from fake_clock import FakeClock  # noqa: E402
 
 
 class Server:

@@ -41,19 +41,7 @@ from capshap.scoring.presence import PresenceScorer
 KEY = "sk-test-DO-NOT-LEAK-4e1f9a"
 
 
-class FakeClock:
-    """A monotonic clock that only moves when slept on; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from fake_clock import FakeClock  # noqa: E402
 
 
 @pytest.fixture(scope="module")
