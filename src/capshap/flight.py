@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -366,7 +365,7 @@ def run_in_flight(
     gives an Outcome with ``error``; the others go on. ``max_stack``: most masked images per
     stacked model call (default: ``in_flight * settings.batch_size``).
     """
-    from capshap.run import ImageFailure, Outcome, _reason, explain_input
+    from capshap.run import Outcome, _reason, outcome_of
 
     s = parts.settings
     if in_flight is None:  # in flight was asked for: at least 2, up to the cores (4 at most) on CPU
@@ -380,18 +379,16 @@ def run_in_flight(
     n = n_images if n_images is not None else 2
 
     def job(item: Any) -> Any:
-        t0 = time.perf_counter()
         status = progress.for_image(item.name)
         status.status("captioning")
         try:
-            exp = explain_input(item, routed, n_images=n, bars=status)
-        except ImageFailure as f:
-            return Outcome(item.name, item.source, error=str(f), stage=f.stage, seconds=time.perf_counter() - t0,
-                           exception=f.error)
+            res = outcome_of(item, routed, n_images=n, bars=status)
         finally:
             progress.image_done(item.name)
-        exp.params["scorer"] = routed.scorer.names.get(exp.caption, exp.params["scorer"])
-        return Outcome(item.name, item.source, exp, caption=exp.caption, seconds=time.perf_counter() - t0)
+        if res.explanation is not None:
+            exp = res.explanation
+            exp.params["scorer"] = routed.scorer.names.get(exp.caption, exp.params["scorer"])
+        return res
 
     pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="capshap-image")
     pending: set[Future] = set()

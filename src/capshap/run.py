@@ -48,6 +48,7 @@ __all__ = [
     "ImageInput",
     "Outcome",
     "explain_input",
+    "outcome_of",
     "run_serial",
     "run_images",
     "runner_options",
@@ -512,6 +513,17 @@ def explain_input(
     return exp
 
 
+def outcome_of(item: ImageInput, parts: Parts, *, n_images: int = 2, bars: Any = None) -> Outcome:
+    """The per-image job as an :class:`Outcome`: the explanation, or the failed stage and why."""
+    t0 = time.perf_counter()
+    try:
+        exp = explain_input(item, parts, n_images=n_images, bars=bars)
+    except ImageFailure as f:
+        return Outcome(item.name, item.source, error=str(f), stage=f.stage, seconds=time.perf_counter() - t0,
+                       exception=f.error)
+    return Outcome(item.name, item.source, exp, caption=exp.caption, seconds=time.perf_counter() - t0)
+
+
 def run_serial(
     items: Iterable[ImageInput],
     parts: Parts,
@@ -532,18 +544,12 @@ def run_serial(
             if bars is not None:
                 bars.image_done()
             continue
-        t0 = time.perf_counter()
         if bars is not None:
             total = n_images if n_images is not None else "?"
             bars.start_image(f"[{i + 1}/{total}] {item.name}", parts.settings.max_evals)
             bars.status("captioning")
         try:
-            exp = explain_input(item, parts, n_images=n, bars=bars)
-        except ImageFailure as f:
-            yield Outcome(item.name, item.source, error=str(f), stage=f.stage, seconds=time.perf_counter() - t0,
-                          exception=f.error)
-        else:
-            yield Outcome(item.name, item.source, exp, caption=exp.caption, seconds=time.perf_counter() - t0)
+            yield outcome_of(item, parts, n_images=n, bars=bars)
         finally:
             if bars is not None:
                 bars.image_done()
