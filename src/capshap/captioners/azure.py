@@ -64,15 +64,11 @@ import numpy as np
 from PIL import Image
 
 from capshap.captioners.cache import CaptionCache
-from capshap.captioners.cloud import CloudCaptioner
+from capshap.captioners.cloud import CloudCaptioner, ServiceError
 from capshap.captioners.http import (
-    BadAnswer,
-    BatchStopped,
-    ClientError,
     HTTPClient,
     Request,
     Response,
-    RetriesExhausted,
     RetryAnswer,
     Secret,
 )
@@ -140,22 +136,9 @@ _ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-class AzureError(RuntimeError):
-    """A request to Azure AI Vision failed.
-
-    Attributes: ``image`` (the image's name in messages, e.g. ``"image 3"``), ``index``
-    (its position in the batch), ``status`` (the last HTTP status, or None if there was
-    no answer).
-    """
-
-    def __init__(
-        self, message: str, *, image: str | None = None, index: int | None = None,
-        status: int | None = None,
-    ):
-        super().__init__(message)
-        self.image = image
-        self.index = index
-        self.status = status
+class AzureError(ServiceError):
+    """A request to Azure AI Vision failed (``image``, ``index``, ``status`` as in
+    :class:`~capshap.captioners.cloud.ServiceError`)."""
 
 
 class AzureAuthError(AzureError):
@@ -246,6 +229,8 @@ class AzureCaptioner(CloudCaptioner):
     (images answered from the cache) and ``limits`` (an
     :class:`~capshap.interfaces.ImageLimits`, checked when images are loaded).
     """
+
+    error_type = AzureError
 
     def __init__(
         self,
@@ -380,15 +365,6 @@ class AzureCaptioner(CloudCaptioner):
         fmt = self.image_format + (str(self.jpeg_quality) if self.image_format == "jpeg" else "")
         return f"azure|{self._url}|{fmt}"
 
-    @property
-    def requests_sent(self) -> int:
-        """HTTP requests made, retries included."""
-        return self._client.requests_sent
-
-    def close(self) -> None:
-        """Close the connections (a closed captioner sends nothing more)."""
-        self._client.close()
-
     def __repr__(self) -> str:
         return f"AzureCaptioner(endpoint={self.endpoint!r}, api={self.api!r})"
 
@@ -474,25 +450,5 @@ class AzureCaptioner(CloudCaptioner):
     def _stops_batch(e: BaseException) -> bool:
         return isinstance(e, AzureAuthError) or (isinstance(e, AzureRequestError) and e.status == 404)
 
-    def _convert(self, e: Exception, label: str, index: int) -> Exception:
-        """A client failure -> the AzureError that names the image; others unchanged."""
-        if isinstance(e, AzureError):
-            return e
-        if isinstance(e, BatchStopped):
-            first = e.first
-            cls = type(first) if isinstance(first, AzureError) else AzureError
-            err: AzureError = cls(
-                f"{label}: not sent, an earlier request failed for good: {first}",
-                image=label, index=index, status=getattr(first, "status", None),
-            )
-        elif isinstance(e, BadAnswer):
-            err = AzureError(f"{label}: Azure {self.api} answered with {e.reason}",
-                             image=label, index=index, status=e.status)
-        elif isinstance(e, RetriesExhausted):
-            err = AzureError(f"{label}: Azure {self.api} {e.reason}", image=label, index=index, status=e.status)
-        elif isinstance(e, ClientError):
-            err = AzureError(f"{label}: Azure {self.api}: {e.reason}", image=label, index=index, status=e.status)
-        else:
-            return e
-        err.__cause__ = e
-        return err
+    def _where(self) -> str:
+        return f"Azure {self.api}"

@@ -6,7 +6,8 @@ A subclass provides ``namespace`` (everything besides the pixels that decides a 
 ``cache`` (a :class:`~capshap.captioners.cache.CaptionCache`), ``_client``,
 ``_request_for(image, label, index)`` (the request of one image, or an exception that
 fails it without sending anything), ``_parse_caption(response, index)``,
-``_stops_batch(exc)`` and ``_convert(exc, label, index)``.
+``_stops_batch(exc)``, ``error_type`` (its :class:`ServiceError` subclass) and
+``_where()`` (how messages name the service).
 """
 
 from __future__ import annotations
@@ -18,12 +19,30 @@ from typing import Any
 import numpy as np
 
 from capshap.captioners.cache import cache_key
-from capshap.captioners.http import Request
+from capshap.captioners.http import BadAnswer, BatchStopped, ClientError, Request, RetriesExhausted
 from capshap.images import check_rgb
 from capshap.interfaces import Captioner
 from capshap.text import printable
 
-__all__ = ["CloudCaptioner"]
+__all__ = ["CloudCaptioner", "ServiceError"]
+
+
+class ServiceError(RuntimeError):
+    """A request to a captioning service failed.
+
+    Attributes: ``image`` (the image's name in messages, e.g. ``"image 3"``), ``index``
+    (its position in the batch), ``status`` (the last HTTP status, or None if there was
+    no answer).
+    """
+
+    def __init__(
+        self, message: str, *, image: str | None = None, index: int | None = None,
+        status: int | None = None,
+    ):
+        super().__init__(message)
+        self.image = image
+        self.index = index
+        self.status = status
 
 
 class CloudCaptioner(Captioner):
@@ -32,6 +51,17 @@ class CloudCaptioner(Captioner):
     cache: Any
     cache_hits: int = 0
     _lock: threading.Lock
+    #: the errors this service's failures are reported as
+    error_type: type[ServiceError] = ServiceError
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests made, retries included."""
+        return self._client.requests_sent  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Close the connections (a closed captioner sends nothing more)."""
+        self._client.close()  # type: ignore[attr-defined]
 
     def caption(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[str]:
         """Caption a batch: N uint8 (H, W, 3) arrays -> N strings, in input order.
@@ -128,5 +158,33 @@ class CloudCaptioner(Captioner):
     def _stops_batch(e: BaseException) -> bool:  # pragma: no cover
         return False
 
-    def _convert(self, e: BaseException, label: str, index: int) -> BaseException:  # pragma: no cover
-        return e
+    def _where(self) -> str:  # pragma: no cover
+        """The service as messages name it, e.g. "Azure v3.2" or the request URL."""
+        return type(self).__name__
+
+    def _bad_answer_hint(self) -> str:
+        """Appended to the message of an answer that could not be read."""
+        return ""
+
+    def _convert(self, e: BaseException, label: str, index: int | None) -> BaseException:
+        """A client failure -> the service's error naming the image; others unchanged."""
+        base = self.error_type
+        if isinstance(e, base):
+            return e
+        where = self._where()
+        if isinstance(e, BatchStopped):
+            first = e.first
+            cls = type(first) if isinstance(first, base) else base
+            err: ServiceError = cls(f"{label}: not sent, an earlier request failed for good: {first}",
+                                    image=label, index=index, status=getattr(first, "status", None))
+        elif isinstance(e, BadAnswer):
+            err = base(f"{label}: {where} answered with {e.reason}{self._bad_answer_hint()}",
+                       image=label, index=index, status=e.status)
+        elif isinstance(e, RetriesExhausted):
+            err = base(f"{label}: {where} {e.reason}", image=label, index=index, status=e.status)
+        elif isinstance(e, ClientError):
+            err = base(f"{label}: {where}: {e.reason}", image=label, index=index, status=e.status)
+        else:
+            return e
+        err.__cause__ = e
+        return err

@@ -67,15 +67,11 @@ import numpy as np
 from PIL import Image
 
 from capshap.captioners.cache import CaptionCache
-from capshap.captioners.cloud import CloudCaptioner
+from capshap.captioners.cloud import CloudCaptioner, ServiceError
 from capshap.captioners.http import (
-    BadAnswer,
-    BatchStopped,
-    ClientError,
     HTTPClient,
     Request,
     Response,
-    RetriesExhausted,
     RetryAnswer,
     Secret,
 )
@@ -116,18 +112,9 @@ _ENCODERS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-class OpenAIError(RuntimeError):
-    """A request to an OpenAI-compatible server failed.
-
-    Attributes: ``image`` (the image's name in messages), ``index`` (its position in the
-    batch), ``status`` (the last HTTP status, None without an answer)."""
-
-    def __init__(self, message: str, *, image: str | None = None, index: int | None = None,
-                 status: int | None = None):
-        super().__init__(message)
-        self.image = image
-        self.index = index
-        self.status = status
+class OpenAIError(ServiceError):
+    """A request to an OpenAI-compatible server failed (``image``, ``index``, ``status`` as
+    in :class:`~capshap.captioners.cloud.ServiceError`)."""
 
 
 class OpenAIAuthError(OpenAIError):
@@ -209,6 +196,8 @@ class OpenAICaptioner(CloudCaptioner):
 
     Attributes ``requests_sent`` (HTTP requests, retries included) and ``cache_hits``.
     """
+
+    error_type = OpenAIError
 
     def __init__(
         self,
@@ -336,15 +325,6 @@ class OpenAICaptioner(CloudCaptioner):
                           **self.extra_body}, sort_keys=True, default=str)
         return f"openai|{self.base_url}|{self.model}|{self.prompt!r}|{gen}|{fmt}"
 
-    @property
-    def requests_sent(self) -> int:
-        """HTTP requests made, retries included."""
-        return self._client.requests_sent
-
-    def close(self) -> None:
-        """Close the connections."""
-        self._client.close()
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
@@ -442,26 +422,11 @@ class OpenAICaptioner(CloudCaptioner):
         return isinstance(e, (OpenAIAuthError, NotOpenAICompatible)) or (
             isinstance(e, OpenAIRequestError) and e.status == 404)
 
-    def _convert(self, e: BaseException, label: str, index: int | None) -> BaseException:
-        """A client failure -> an OpenAIError naming the request; others unchanged."""
-        if isinstance(e, OpenAIError):
-            return e
-        if isinstance(e, BatchStopped):
-            first = e.first
-            cls = type(first) if isinstance(first, OpenAIError) else OpenAIError
-            err: OpenAIError = cls(f"{label}: not sent, an earlier request failed for good: {first}",
-                                   image=label, index=index, status=getattr(first, "status", None))
-        elif isinstance(e, BadAnswer):
-            err = OpenAIError(f"{label}: {self.url} answered with {e.reason}; is {self.base_url} an "
-                              "OpenAI-compatible API root?", image=label, index=index, status=e.status)
-        elif isinstance(e, RetriesExhausted):
-            err = OpenAIError(f"{label}: {self.url} {e.reason}", image=label, index=index, status=e.status)
-        elif isinstance(e, ClientError):
-            err = OpenAIError(f"{label}: {self.url}: {e.reason}", image=label, index=index, status=e.status)
-        else:
-            return e
-        err.__cause__ = e
-        return err
+    def _where(self) -> str:
+        return self.url
+
+    def _bad_answer_hint(self) -> str:
+        return f"; is {self.base_url} an OpenAI-compatible API root?"
 
     # ----------------------------------------------------------------- captions
 
