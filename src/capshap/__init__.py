@@ -12,7 +12,10 @@ Every part loads only when used (torch, transformers and scikit-image included).
 from importlib import import_module
 from typing import Any
 
-from capshap.owen import OwenResult, owen  # eager: ``capshap.owen`` is the function, not the module
+from capshap.owen import (  # eager: ``capshap.owen`` is the function, not the module
+    OwenResult,
+    owen,
+)
 
 __version__ = "0.2.0"
 

@@ -53,3 +53,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], 
             os.unlink(tmp)
         raise
     return p
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
+    """:func:`atomic_write` of ``text`` as UTF-8; returns ``path``."""
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda f: f.write(data), fsync=fsync)

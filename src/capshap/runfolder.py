@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from capshap.atomic import atomic_write
+from capshap.atomic import atomic_write_text
 from capshap.settings import Settings
 from capshap.text import printable
 
@@ -268,11 +268,6 @@ def deferred_interrupts() -> Iterator[None]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    data = text.encode("utf-8")
-    atomic_write(path, lambda f: f.write(data), fsync=True)
 
 
 def _json_norm(value: Any) -> Any:
@@ -694,7 +689,7 @@ class RunFolder:
             "settings": _json_norm(self.settings.to_dict()),
             "images": self.images,
         }
-        _atomic_write_text(self.path / MANIFEST, json.dumps(data, indent=1, ensure_ascii=False, default=str))
+        atomic_write_text(self.path / MANIFEST, json.dumps(data, indent=1, ensure_ascii=False, default=str), fsync=True)
 
     def _add_entry(self, key: str, exp: Any, rec: dict[str, Any]) -> None:
         from capshap.viz.report import Report

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from capshap.atomic import atomic_write
-
+from capshap.atomic import atomic_write_text
 from capshap.text import words
 
 __all__ = ["WordStats", "Summary", "summarize", "write_summary", "box_regions", "mask_regions", "summary_html"]
@@ -202,6 +201,6 @@ def write_summary(summary: Mapping[str, Any], folder: str | os.PathLike[str]) ->
     """Write ``summary.json`` and ``summary.html`` into ``folder``; returns both paths."""
     out = Path(folder)
     j, h = out / "summary.json", out / "summary.html"
-    atomic_write(j, lambda f: f.write(json.dumps(summary, indent=1, allow_nan=False).encode("utf-8")))
-    atomic_write(h, lambda f: f.write(summary_html(summary).encode("utf-8")))
+    atomic_write_text(j, json.dumps(summary, indent=1, allow_nan=False))
+    atomic_write_text(h, summary_html(summary))
     return j, h

@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 
 from capshap.images import check_batch
-from capshap.scoring.logodds import logsumexp
 from capshap.interfaces import Captioner, Scorer
+from capshap.scoring.logodds import logsumexp
 
 __all__ = [
     "BuiltinCaptioner",

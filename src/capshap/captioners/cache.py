@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from capshap.atomic import atomic_write_text
 from capshap.interfaces import Captioner
 
 __all__ = ["CaptionCache", "cache_key"]
@@ -146,22 +146,11 @@ class CaptionCache:
         entry = {"format": _FORMAT, "namespace": namespace, "caption": caption}
         if shape is not None:
             entry["shape"] = [int(s) for s in shape]
-        tmp = None
         try:
             path.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entry, f, ensure_ascii=False)
-            os.replace(tmp, path)
-            tmp = None
+            atomic_write_text(path, json.dumps(entry, ensure_ascii=False))
         except OSError as e:
             logger.warning("caption cache: cannot write %s (%s); kept in memory only", path, e)
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
 
 
 

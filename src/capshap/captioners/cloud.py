@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from capshap.captioners.cache import cache_key
-from capshap.captioners.http import BadAnswer, BatchStopped, ClientError, Request, RetriesExhausted
+from capshap.captioners.http import (
+    BadAnswer,
+    BatchStopped,
+    ClientError,
+    Request,
+    RetriesExhausted,
+)
 from capshap.images import check_rgb
 from capshap.interfaces import Captioner
 from capshap.text import printable

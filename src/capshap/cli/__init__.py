@@ -22,7 +22,13 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from capshap.cli.parser import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, build_parser
+from capshap.cli.parser import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    build_parser,
+)
 from capshap.text import printable
 
 __all__ = ["main", "build_parser"]

@@ -104,10 +104,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from capshap.runfolder import RunFolder, RunFolderError, list_inputs
-
     # ---- validate everything before any model loads or any image is read
     import importlib.util
+
+    from capshap.runfolder import RunFolder, RunFolderError, list_inputs
 
     if importlib.util.find_spec("matplotlib") is None:  # the plots; checked before hours of work
         raise UsageError("the plots need matplotlib: pip install 'capshap[plots]'") from None
@@ -140,7 +140,13 @@ def _explain(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, rf: RunFolder, settings: Settings) -> int:
     """Explain the images of ``rf`` not done yet; save each, rewrite index.html after each."""
     from capshap.progress import Bars
-    from capshap.run import limits_of, prepare, run_images, runner_options, within_limits
+    from capshap.run import (
+        limits_of,
+        prepare,
+        run_images,
+        runner_options,
+        within_limits,
+    )
     from capshap.runfolder import SaveError, load_inputs
 
     try:

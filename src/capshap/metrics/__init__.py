@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from capshap.metrics.curves import deletion_insertion
 from capshap.metrics.evaluate import NothingEvaluated, evaluate_run
-from capshap.metrics.pointing import Box, default_token, load_boxes, lookup_boxes, pointing_game, scale_boxes
+from capshap.metrics.pointing import (
+    Box,
+    default_token,
+    load_boxes,
+    lookup_boxes,
+    pointing_game,
+    scale_boxes,
+)
 from capshap.metrics.rebuild import LOCAL_CAPTIONERS, LOCAL_SCORERS, RebuildRefused
 from capshap.metrics.tokens import TokenSpec
 

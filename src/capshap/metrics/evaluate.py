@@ -20,15 +20,30 @@ from typing import Any
 
 import numpy as np
 
-from capshap.explanation import Explanation
-from capshap.atomic import atomic_write
-from capshap.jsonable import jsonable as _clean
-from capshap.explanation import _load_settings
+from capshap.atomic import atomic_write_text
+from capshap.explanation import Explanation, _load_settings
 from capshap.interfaces import Scorer, ScorerFactory
+from capshap.jsonable import jsonable as _clean
 from capshap.metrics.curves import check_curve_params, deletion_insertion, nanmean
 from capshap.metrics.markdown import metrics_markdown
-from capshap.metrics.pointing import Box, boxes_for, check_boxes, check_tolerance, load_boxes, lookup_boxes, pointing_game
-from capshap.metrics.rebuild import RebuildRefused, Recipe, ScorerBuilder, Unconfirmed, bind_given, plan_recipe
+from capshap.metrics.pointing import (
+    Box,
+    boxes_for,
+    check_boxes,
+    check_tolerance,
+    load_boxes,
+    lookup_boxes,
+    pointing_game,
+)
+from capshap.metrics.rebuild import (
+    RebuildRefused,
+    Recipe,
+    ScorerBuilder,
+    Unconfirmed,
+    bind_given,
+    plan_recipe,
+)
+from capshap.savedfile import MAX_JSON_BYTES
 from capshap.settings import Settings
 from capshap.text import printable
 
@@ -36,9 +51,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_run", "NothingEvaluated", "MAX_JSON_BYTES"]
 
-#: Explanation JSON files larger than this are skipped unread (a saved explanation's JSON
-#: holds its caption, tokens, settings and one caption per evaluation: well under a MiB).
-MAX_JSON_BYTES = 64 * 2**20
+# Explanation JSON files larger than MAX_JSON_BYTES (the loader's own limit) are skipped unread.
 
 _ROW_KEYS = (
     "deletion_auc",
@@ -259,7 +272,7 @@ def _write(out_dir: Path, result: dict[str, Any], settings: dict[str, Any]) -> N
         ("metrics.json", json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False)),
         ("metrics.md", metrics_markdown(result["rows"], settings, result["failures"])),
     ):
-        atomic_write(out_dir / name, lambda f, text=text: f.write(text.encode("utf-8")))
+        atomic_write_text(out_dir / name, text)
     logger.info("Wrote %s and %s", out_dir / "metrics.json", out_dir / "metrics.md")
 
 

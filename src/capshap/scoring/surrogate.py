@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from capshap.captioners.hf import TokenLayout, load_pretrained, resolve_device
-from capshap.scoring.logodds import check_score, token_scores_torch
 from capshap.interfaces import Captioner, Scorer, as_captioner
+from capshap.scoring.logodds import check_score, token_scores_torch
 
 __all__ = ["SurrogateScorer", "SurrogateBound", "boundary_tokens"]
 
@@ -104,7 +104,12 @@ class SurrogateScorer:
         load_kwargs: dict[str, Any] | None = None,
     ):
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForSeq2SeqLM,
+            AutoTokenizer,
+        )
 
         self.captioner: Captioner = as_captioner(captioner)
         if int(batch_size) < 1:

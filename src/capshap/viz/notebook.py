@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from capshap.viz.plots import DEFAULT_PERCENTILE, grey_background, overlay_rgba, value_scale
+from capshap.viz.plots import (
+    DEFAULT_PERCENTILE,
+    grey_background,
+    overlay_rgba,
+    value_scale,
+)
 from capshap.viz.report import _data_uri, original_size, text
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -33,7 +33,14 @@ from urllib.parse import quote
 
 import numpy as np
 
-from capshap.viz.plots import DEFAULT_PERCENTILE, NEGATIVE_RGB, POSITIVE_RGB, overlay_rgba, segment_boundaries, value_scale
+from capshap.viz.plots import (
+    DEFAULT_PERCENTILE,
+    NEGATIVE_RGB,
+    POSITIVE_RGB,
+    overlay_rgba,
+    segment_boundaries,
+    value_scale,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from capshap.explanation import Explanation
@@ -401,12 +408,11 @@ def report(
 
 
 def _write_text(path: str | os.PathLike[str], content: str) -> Path:
-    from capshap.atomic import atomic_write
+    from capshap.atomic import atomic_write_text
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    data = content.encode("utf-8")
-    return atomic_write(p, lambda f: f.write(data))  # a unique temporary name: two writers never clash
+    return atomic_write_text(p, content)  # a unique temporary name: two writers never clash
 
 
 _CSS = """

@@ -36,7 +36,11 @@ scored tokens. Captions returned by ``caption()`` do not include the prompt.
 
 from __future__ import annotations
 
-from capshap.captioners.hf.captioner import EmptyCaptionError, HFCaptioner, OwnHeadScorer
+from capshap.captioners.hf.captioner import (
+    EmptyCaptionError,
+    HFCaptioner,
+    OwnHeadScorer,
+)
 from capshap.captioners.hf.families import (
     CHAT_PROMPT,
     FamilyAdapter,
@@ -44,7 +48,12 @@ from capshap.captioners.hf.families import (
     register,
     supported_families,
 )
-from capshap.captioners.hf.loading import ModelLoadError, load_pretrained, resolve_device, resolve_dtype
+from capshap.captioners.hf.loading import (
+    ModelLoadError,
+    load_pretrained,
+    resolve_device,
+    resolve_dtype,
+)
 from capshap.captioners.hf.tokens import TokenLayout, token_pieces
 
 __all__ = [

@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from capshap.images import check_batch
-
 from capshap.captioners.hf.families import FamilyAdapter, adapter_for
 from capshap.captioners.hf.loading import load_pretrained, resolve_device, resolve_dtype
 from capshap.captioners.hf.tokens import TokenLayout
+from capshap.images import check_batch
 from capshap.interfaces import Captioner, Scorer
 from capshap.scoring.logodds import check_score, token_scores_torch
 
