@@ -159,7 +159,6 @@ class Parts:
     tree: Any = None
     fill: Fill = "inpaint_ns"
     masker: MaskerLike | None = None
-    extra_params: dict[str, Any] = field(default_factory=dict)
 
     def tree_for(self, item: ImageInput, n_images: int) -> TreeSpec:
         """The tree spec of one image (a method name, a Tree, a label map or masks)."""
@@ -167,12 +166,6 @@ class Parts:
             return self.tree
         assert self.trees is not None
         return self.trees.for_image(item.name, item.array, item.original_size, n_images=n_images)
-
-
-def _default_captioner() -> Captioner:
-    from capshap.captioners import build_captioner
-
-    return build_captioner("builtin", device="cpu")
 
 
 def prepare(
@@ -241,14 +234,12 @@ def prepare(
             opts.update(score="logprob", merge_words=False)
         factory: Any = build_scorer(settings.scorer, cap, opts, device=settings.device)
         if settings.contrast is not None:
-            from capshap.scoring.own import OwnHead
             from capshap.scoring.presence import PresenceScorer
 
-            if isinstance(factory, PresenceScorer):
+            if isinstance(factory, PresenceScorer):  # what "auto" gives a captioner with no head
                 raise SettingError("contrast", settings.contrast,
                                    "needs log-probabilities, and this captioner has no language head: "
                                    "use --scorer surrogate:LM")
-            assert isinstance(factory, OwnHead) or hasattr(factory, "bind")
             factory = ContrastScorer(factory, settings.contrast)
     else:
         factory = scorer if settings.contrast is None else ContrastScorer(scorer, settings.contrast)
@@ -508,7 +499,6 @@ def explain_input(
         max_side=s.max_side,
         original_size=list(item.original_size) if item.original_size else None,
         source=item.source,
-        **parts.extra_params,
     )
     return exp
 
@@ -686,26 +676,23 @@ def explain(
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {', '.join(RUNNERS)}; got {runner!r}")
-    unknown = sorted(set(options) - _SETTING_NAMES - {"n_segments"})
+    unknown = sorted(set(options) - _SETTING_NAMES)
     if unknown:
         raise TypeError(f"explain() got unknown settings {', '.join(unknown)}; see capshap.Settings")
     base = settings or Settings()
-    if isinstance(options.get("mask"), np.ndarray):
-        mask = options.pop("mask")
     s = base.replace(**options) if options else base
     if captioner is None and s.captioner is None and s.caption is None:
         raise ValueError("captioner=None and settings.captioner=None: name a captioner or give caption=")
     parts = prepare(s, captioner=captioner, scorer=scorer, tree=tree, mask=mask, masker=masker)
     limits, who = limits_of(parts)
-    if _is_path_list(images):
-        items: Any = None
+    source: Iterable[ImageInput] = inputs_from(images, parts.settings, recursive, limits, who)
+    if _is_path_list(images):  # files load lazily, one at a time; count them without loading
         n = len(_images.image_names(images, recursive))
     else:
-        items = list(inputs_from(images, parts.settings, recursive, limits, who))
-        n = len(items)
+        source = list(source)
+        n = len(source)
     bars = Bars(n, wants_bars(progress))
     out: list[tuple[int, Explanation]] = []
-    source = items if items is not None else inputs_from(images, parts.settings, recursive, limits, who)
     position: dict[str, int] = {}
 
     def tagged() -> Iterator[ImageInput]:
