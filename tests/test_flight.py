@@ -6,10 +6,11 @@ import threading
 
 import numpy as np
 import pytest
+from runs import prepare, run_images
 
-from capshap.flight import Batcher, concurrent_calls, run_in_flight
 from capshap.interfaces import Scorer
-from capshap.run import ImageInput, prepare, run_images
+from capshap.job import ImageInput
+from capshap.runners.flight import Batcher, concurrent_calls, run_in_flight
 from capshap.settings import Settings
 
 
@@ -80,10 +81,10 @@ def test_in_flight_values_equal_serial_bit_for_bit_and_calls_are_stacked():
         assert np.array_equal(a.node_values, b.node_values)  # bit for bit
         assert np.array_equal(a.values, b.values)
         assert a.params == b.params
-    stacked = [e for e in parts.scorer.log if e[0] == "stacked"]
+    stacked = [e for e in parts.parts.scorer.log if e[0] == "stacked"]
     assert any(len(sizes) > 1 for _, sizes in stacked), "no model call served two images"
     # every masked image scored exactly once, over all calls
-    n_scored = sum(sum(s) if isinstance(s, list) else s for _, s in parts.scorer.log)
+    n_scored = sum(sum(s) if isinstance(s, list) else s for _, s in parts.parts.scorer.log)
     assert n_scored == sum(o.explanation.n_evals for o in outs)
 
 
@@ -116,7 +117,7 @@ def test_one_failing_image_loses_only_itself():
         return "a small thing"
 
     parts = prepare(Settings(max_evals=20, batch_size=4, mask="0"), captioner=cap, scorer=RowFactory())
-    outs = {o.name: o for o in run_in_flight(items, parts, in_flight=2)}
+    outs = {o.name: o for o in run_in_flight(parts, items, in_flight=2)}
     assert set(outs) == {"im0", "im1", "im2", "im3", "broken"}
     assert outs["broken"].stage == "loading" and "cannot decode" in outs["broken"].error
     assert outs["im1"].stage == "captioning" and "captioner refused" in outs["im1"].error
@@ -179,9 +180,9 @@ def test_cloud_clients_are_called_concurrently_not_through_the_model_thread():
 
 def test_bad_runner_and_in_flight_are_refused():
     parts = _parts()
-    with pytest.raises(ValueError, match="runner must be one of"):
+    with pytest.raises(ValueError, match="unknown runner; use auto, in_flight, ray, serial"):
         run_images([], parts, runner="threads")
-    with pytest.raises(ValueError, match="in_flight must be an integer >= 1"):
+    with pytest.raises(ValueError, match="in_flight=0: must be an integer >= 1"):
         run_images([], parts, runner="in_flight", in_flight=0)
 
 
@@ -202,7 +203,7 @@ def test_progress_counts_images_and_evaluations():
 
     items = _images(3)
     bars = Bars(3, enabled=True, notebook=False)
-    outs = list(run_in_flight(items, _parts(max_evals=20), in_flight=2, n_images=3, bars=bars))
+    outs = list(run_in_flight(_parts(max_evals=20), items, in_flight=2, n_images=3, bars=bars))
     assert bars.run is not None and bars.run.n == 3
     bars.close()
     assert all(o.ok for o in outs)
@@ -221,7 +222,7 @@ def test_a_bad_batch_stacked_with_others_fails_only_its_image():
 
     items = _images(4)
     parts = prepare(Settings(max_evals=20, batch_size=4, mask="0"), captioner=_captioner, scorer=PickyFactory())
-    outs = {o.name: o for o in run_in_flight(items, parts, in_flight=4)}
+    outs = {o.name: o for o in run_in_flight(parts, items, in_flight=4)}
     assert outs["im1"].stage == "explaining" and "cannot score this size" in outs["im1"].error
     assert all(outs[n].ok for n in ("im0", "im2", "im3"))
 

@@ -12,8 +12,10 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("efficientnet_lite_pytorch")
 
-from capshap.ray import RayUnavailable, recipe_of  # noqa: E402
-from capshap.run import ImageInput, prepare, run_images  # noqa: E402
+from runs import prepare, run_images  # noqa: E402
+
+from capshap.job import ImageInput  # noqa: E402
+from capshap.runners.ray import RayUnavailable, recipe_of  # noqa: E402
 from capshap.settings import Settings  # noqa: E402
 
 SETTINGS = Settings(max_evals=16, batch_size=6, mask="0", max_side=64)
@@ -78,7 +80,10 @@ def test_ray_values_equal_a_local_run_and_failures_come_back_as_outcomes(local_r
                                           in_flight=3)}
     assert outs.pop("broken.png").stage == "loading"
     _close(outs, serial)
-    assert all(outs[n].explanation.settings == serial[n].settings for n in serial)
+    # the record is the run's settings: the same engine settings, and how it was run
+    ray_settings = SETTINGS.replace(runner="ray", workers=1, in_flight=3)
+    assert all(outs[n].explanation.settings == ray_settings for n in serial)
+    assert all(outs[n].explanation.settings.engine_key() == serial[n].settings.engine_key() for n in serial)
 
 
 def test_a_killed_worker_loses_only_its_image_which_is_retried(local_ray, tmp_path):
@@ -118,19 +123,19 @@ def test_objects_that_cannot_travel_are_refused_before_any_work():
 
     parts = prepare(SETTINGS, captioner=Locked(), scorer="presence")
     with pytest.raises(ValueError, match="give it as a spec"):
-        recipe_of(parts)
+        recipe_of(parts.plan)
 
 
 def test_keys_travel_by_environment_never_pickled(monkeypatch):
     pytest.importorskip("httpx")
     from capshap.captioners.azure import AzureCaptioner
-    from capshap.ray import _env_vars
+    from capshap.runners.ray import _env_vars
 
     key = "k3y-that-must-not-leak-0123456789"
     cap = AzureCaptioner(endpoint="https://example.invalid", key=key)
     parts = prepare(SETTINGS, captioner=cap, scorer="presence")
     with pytest.raises(ValueError, match="give it as a spec") as e:
-        recipe_of(parts)
+        recipe_of(parts.plan)
     assert key not in str(e.value)
     monkeypatch.setenv("AZURE_VISION_KEY", key)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -138,4 +143,4 @@ def test_keys_travel_by_environment_never_pickled(monkeypatch):
     # a spec travels as settings only: nothing in the recipe holds the key
     monkeypatch.setenv("AZURE_VISION_ENDPOINT", "https://example.invalid")
     spec_parts = prepare(SETTINGS.replace(captioner="azure", scorer="presence"))
-    assert key.encode() not in ray.cloudpickle.dumps(recipe_of(spec_parts))
+    assert key.encode() not in ray.cloudpickle.dumps(recipe_of(spec_parts.plan))

@@ -83,6 +83,12 @@ class Captioner(ABC):
     #: e.g. "hf:Salesforce/blip-image-captioning-base"; None for objects made by hand.
     spec: str | None = None
 
+    def provenance(self) -> dict[str, Any]:
+        """Facts about the model behind the captions, recorded in each explanation's
+        ``params`` (e.g. a server's software version and the model id it served). Keys
+        must be JSON-ready; the default records nothing."""
+        return {}
+
 
 @runtime_checkable
 class OwnHeadCaptioner(Protocol):

@@ -1,24 +1,23 @@
-"""The run: one per-image job, shared by the Python API, the CLI and the runners.
+"""The run owner: settings and inputs in, outcomes (and, given a folder, a run folder) out.
 
-The path one image takes is written once, in :func:`explain_input`::
+One path for the Python API, the CLI and every runner::
 
-    caption (or the given caption) -> bind the scorer -> region tree -> masker -> Owen values
-    -> Explanation (values, settings, provenance)
+    Settings (+ objects passed by hand) -> Plan.of: validated once, before any model or image
+    -> the runner from the registry (serial, in flight, Ray, ...) -> outcome_of per image
+    -> with out=: the run folder (saves, manifest, resume, index, summary, interrupts)
 
-:func:`prepare` turns :class:`~capshap.settings.Settings` (plus any objects passed by hand)
-into the parts a run needs, after validating every setting, so that a bad setting raises
-``ValueError`` naming it before any image is loaded or captioned. :func:`run_serial` runs
-the job over many inputs, turning one image's failure into an :class:`Outcome` with the
-reason while the others go on. :func:`explain` is the public API on top of both, and the
-CLI drives the same two functions.
+:class:`Run` owns all of it; :func:`explain` is the public API on top of it, and the CLI
+is options -> :class:`~capshap.settings.Settings` -> :class:`Run`. The per-image job lives
+in :mod:`capshap.job` and the runners in :mod:`capshap.runners`; neither imports this
+module.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,249 +25,388 @@ import numpy as np
 
 from capshap import images as _images
 from capshap.explanation import Explanation
-from capshap.interfaces import Captioner, ImageLimits, MaskerLike, Scorer, as_captioner
-from capshap.masking import Fill, Masker, render_shape
-from capshap.owen import check_params, owen
+from capshap.interfaces import MaskerLike, Scorer
+from capshap.job import (
+    ImageInput,
+    Outcome,
+    Plan,
+    Prepared,
+    explain_array,
+    inputs_from,
+    is_path_list,
+)
+from capshap.masking import Fill
 from capshap.progress import Bars, wants_bars
-from capshap.regions import TREES, TreeSpec, make_tree
-from capshap.regions.user import TreeSource
-from capshap.scoring import bind_scorer, build_scorer, scorer_options
-from capshap.scoring.contrast import ContrastScorer
-from capshap.settings import SettingError, Settings
+from capshap.regions import TreeSpec
+from capshap.runners import runner_for
+from capshap.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "explain",
-    "explain_image",
-    "make_scorer",
-    "make_tree",
-    "prepare",
-    "Parts",
-    "ImageInput",
-    "Outcome",
-    "explain_input",
-    "outcome_of",
-    "run_serial",
-    "run_images",
-    "runner_options",
-    "RUNNERS",
-    "inputs_from",
-    "within_limits",
-    "limits_of",
-]
-
-RUNNERS = ("serial", "in_flight", "ray")
-"""How :func:`run_images` runs: one image after another, several at once on this machine,
-or sharded over a Ray cluster."""
+__all__ = ["explain", "explain_image", "Run", "FolderOptions"]
 
 _SETTING_NAMES = {f.name for f in fields(Settings)}
 
 
-def make_scorer(scorer: Any, captioner: Captioner | None, caption: str) -> Scorer:
-    """Bind a scorer to ``caption``: None or "own" is the captioner's own head (kept for
-    0.1 callers; :func:`capshap.scoring.bind_scorer` is the general form)."""
-    return bind_scorer("own" if scorer is None else scorer, captioner, caption)
+@dataclass(frozen=True)
+class FolderOptions:
+    """How a run writes its run folder (none of these change the values).
 
-
-# ----------------------------------------------------------------------------- inputs
-
-
-@dataclass
-class ImageInput:
-    """One image to explain: its name, pixels (or why it could not be loaded) and origin.
-
-    array: (H, W, 3) uint8 after fitting to ``max_side``, or None when ``error`` is set.
-    original_size: (height, width) before fitting. source: the file path, where there is one.
+    overwrite: explain every image again even if the folder holds a run (with the same or
+    other settings). wait_lock: wait for another run writing the folder instead of
+    stopping. html: write index.html. grid: also write NAME_grid.png with the first N
+    masked images (or "all"). outline: draw leaf segments' outlines (None: for segment
+    trees). title: index.html's title.
     """
 
-    name: str
-    array: np.ndarray | None
-    source: str | None = None
-    original_size: tuple[int, int] | None = None
-    error: Exception | None = None
+    overwrite: bool = False
+    wait_lock: bool = False
+    html: bool = True
+    grid: int | str | None = None
+    outline: bool | None = None
+    title: str = "capshap explanations"
 
 
-def _is_path_list(images: Any) -> bool:
-    return isinstance(images, (str, Path)) or (
-        isinstance(images, (list, tuple)) and bool(images) and all(isinstance(p, (str, Path)) for p in images)
-    )
+class Run:
+    """One run: its inputs, its validated plan, its runner and, given ``out``, its run folder.
 
+    Parameters
+    ----------
+    images
+        A path (file or folder), a list of paths, arrays (H, W, 3) or PIL images.
+    settings
+        The run's :class:`Settings` (default: ``Settings()``).
+    captioner, scorer, tree, mask, masker
+        Objects that replace the matching spec of ``settings`` (see :meth:`Plan.of`).
+    recursive
+        Also look for images in subfolders.
+    out
+        A run folder to write (files only): per image NAME.npz/.json/.png, index.html,
+        manifest.json, summary.json/.html; a second run into it resumes (done images are
+        skipped, failed ones redone).
+    folder
+        :class:`FolderOptions` of the run folder.
+    progress
+        Progress bars: True, False, or None (only when a person is watching).
+    notebook
+        Force (True) or forbid (False) notebook progress widgets; None: detect.
+    on_wait
+        Called with a message when ``out`` is locked by another run and ``wait_lock`` waits.
 
-def inputs_from(
-    images: Any, settings: Settings, recursive: bool = False, limits: ImageLimits | None = None,
-    who: str = "the captioner",
-) -> Iterator[ImageInput]:
-    """:class:`ImageInput` per image: from paths (files and folders, loaded lazily, one at a
-    time), arrays (H, W, 3) or PIL images. A file that fails to load, or that ``limits``
-    (the captioner's) refuse, becomes an input with ``error`` set, so the caller can report
-    it and go on before any work is spent on it."""
-    return within_limits(_inputs(images, settings, recursive), limits, who)
+    Raises
+    ------
+    ValueError
+        A bad setting, naming it, before any model is built or any image is loaded.
 
+    Examples
+    --------
+    >>> run = Run("examples/", Settings(max_evals=100), out="runs/x")     # doctest: +SKIP
+    >>> for outcome in run.outcomes():                                     # doctest: +SKIP
+    ...     print(outcome.name, outcome.caption or outcome.error)
+    """
 
-def within_limits(items: Iterable[ImageInput], limits: ImageLimits | None, who: str) -> Iterator[ImageInput]:
-    """``items``, with those that ``limits`` refuse turned into error inputs naming ``who``."""
-    for item in items:
-        if limits is not None and item.array is not None:
-            reason = limits.check(item.array.shape, who)
-            if reason is not None:
-                item = ImageInput(item.name, None, item.source, item.original_size, _images.ImageError(item.name, reason))
-        yield item
+    def __init__(
+        self,
+        images: Any,
+        settings: Settings | None = None,
+        *,
+        captioner: Any = None,
+        scorer: Any = None,
+        tree: Any = None,
+        mask: Any = None,
+        masker: MaskerLike | None = None,
+        recursive: bool = False,
+        out: str | Path | None = None,
+        folder: FolderOptions | None = None,
+        progress: bool | None = None,
+        notebook: bool | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ):
+        self.plan = Plan.of(settings if settings is not None else Settings(), captioner=captioner, scorer=scorer,
+                            tree=tree, mask=mask, masker=masker)
+        self.runner = runner_for(self.settings.runner)
+        self.images, self.recursive = images, recursive
+        self.folder_options = folder or FolderOptions()
+        self.progress, self.notebook, self.on_wait = progress, notebook, on_wait
+        self.out = Path(out).expanduser() if out is not None else None
+        self.folder: Any = None  # the RunFolder, once opened
+        self.interrupted: KeyboardInterrupt | None = None
+        self.unfinished: Outcome | None = None  # the outcome being saved when an interrupt came
+        self.index_page: Path | None = None
+        self._prepared = Prepared(self.plan)
+        self._position: dict[tuple[str | None, str], int] = {}
+        if self.out is not None:
+            if not is_path_list(images):
+                raise ValueError("out= writes a run folder of image files: give paths (files or folders), "
+                                 "not arrays")
+            for p in [images] if isinstance(images, (str, Path)) else images:
+                if not Path(p).expanduser().exists():
+                    raise FileNotFoundError(f"{p}: no such file or folder")
+            if self.out.exists() and not self.out.is_dir():
+                raise ValueError(f"--out {out}: exists and is not a folder")
+            from capshap.runfolder import list_inputs
 
+            self.files = list_inputs([images] if isinstance(images, (str, Path)) else list(images), recursive)
+            self.plan.check_inputs([f.name for f in self.files])
 
-def _inputs(images: Any, settings: Settings, recursive: bool) -> Iterator[ImageInput]:
-    if _is_path_list(images):
-        records = _images.iter_images(images, max_side=settings.max_side, recursive=recursive,
-                                       max_pixels=settings.max_pixels)
-        for rec in records:
-            yield ImageInput(
-                rec.name, rec.array, str(rec.path), rec.original_size, rec.error,
-            )
-        return
-    if isinstance(images, np.ndarray) and images.ndim == 3:
-        images = [images]
-    seq = images if isinstance(images, (list, tuple)) else [images]
-    for i, im in enumerate(seq):
-        name = f"image{i}"
+    @property
+    def settings(self) -> Settings:
+        """The run's settings as recorded (objects passed by hand show as None / "custom")."""
+        return self.plan.settings
+
+    # ------------------------------------------------------------------ the folder
+
+    def open_folder(self) -> Any:
+        """Create (if needed), lock and read the run folder; returns the
+        :class:`~capshap.runfolder.RunFolder`. Raises RunFolderError (it is in use, holds
+        other settings, or cannot be written). Called by :meth:`outcomes` when needed."""
+        if self.folder is None and self.out is not None:
+            from capshap.runfolder import RunFolder
+
+            o = self.folder_options
+            self.folder = RunFolder.open(self.out, self.settings, self.files, overwrite=o.overwrite,
+                                         wait_lock=o.wait_lock, html=o.html, grid=o.grid, title=o.title,
+                                         on_wait=self.on_wait)
+        return self.folder
+
+    def close(self) -> None:
+        """Release the run folder's lock (the run is over)."""
+        if self.folder is not None:
+            self.folder.close()
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ running
+
+    def _inputs(self, todo: list[Any] | None) -> tuple[Iterable[ImageInput], int]:
+        if todo is not None:
+            from capshap.runfolder import load_inputs
+
+            source: Iterable[ImageInput] = load_inputs(todo, self.settings)
+            n = len(todo)
+        elif is_path_list(self.images):  # files load lazily, one at a time; count them without loading
+            source = inputs_from(self.images, self.settings, self.recursive)
+            n = len(_images.image_names(self.images, self.recursive))
+        else:
+            source = list(inputs_from(self.images, self.settings, self.recursive))
+            n = len(source)
+        return self._tagged(source), n
+
+    def _tagged(self, items: Iterable[ImageInput]) -> Iterator[ImageInput]:
+        """``items``, each one's input position remembered (parallel runners yield in
+        completion order; :meth:`explanations` restores input order)."""
+        for i, item in enumerate(items):
+            self._position[(item.source, item.name)] = i
+            yield item
+
+    def outcomes(self) -> Iterator[Outcome]:
+        """Run: an :class:`Outcome` per input not done before (in the runner's order).
+
+        With a run folder, each explanation is saved as it comes (a failed save turns its
+        Outcome into a ``"saving"`` failure), failures are recorded for the next run, and
+        index.html is rewritten after each image; at the end the summary is written. An
+        interrupt (Ctrl-C, SIGTERM raised as KeyboardInterrupt) leaves the folder
+        consistent, sets :attr:`interrupted` and is raised again.
+        """
+        rf = self.open_folder()
+        todo = rf.todo() if rf is not None else None
+        if rf is not None and rf.done_before():
+            logger.info("%d of %d images were explained by an earlier run into %s; skipping them",
+                        len(rf.done_before()), len(rf.inputs), rf.path)
+        items, n = self._inputs(todo)
+        bars = Bars(n, wants_bars(self.progress) if self.progress is None else self.progress,
+                    notebook=self.notebook)
+        current: Outcome | None = None
         try:
-            size = tuple(np.asarray(im).shape[:2]) if isinstance(im, np.ndarray) else None
-            arr = _images.load_image(im, max_side=settings.max_side, name=name, max_pixels=settings.max_pixels)
-            yield ImageInput(name, arr, None, size or arr.shape[:2])
-        except _images.ImageError as e:
-            yield ImageInput(name, None, None, None, e)
+            for res in self.runner(self._prepared, items, n_images=n, bars=bars):
+                current = res
+                if rf is not None:
+                    self._keep(rf, res)
+                    self._write_index()
+                current = None
+                yield res
+        except KeyboardInterrupt as e:
+            self.interrupted = e
+            if current is not None and current.ok and rf is not None:
+                # exact: explained only when all its files are written (the signal may come after)
+                if not (current.source is not None and rf.is_done(current.source)):
+                    current.error, current.stage = "interrupted before its files were written", "saving"
+            self.unfinished = current
+            raise
+        finally:
+            bars.close()
+            if rf is not None:
+                if self.interrupted is None and len(rf.inputs) > 1:
+                    self._write_summary()
+                self.index_page = self._write_index()
+
+    def _keep(self, rf: Any, res: Outcome) -> None:
+        from capshap.runfolder import SaveError
+
+        if not res.ok:
+            rf.record_failure(res.source, res.error or "", res.stage)
+            return
+        assert res.explanation is not None
+        try:
+            rf.save(res.explanation, res.source, outline=self.folder_options.outline, seconds=res.seconds)
+        except SaveError as exc:
+            res.error, res.stage = f"saving failed: {exc}", "saving"
+            rf.record_failure(res.source, res.error, "saving")
+
+    def _write_index(self) -> Path | None:
+        try:
+            return self.folder.write_index()
+        except OSError as e:
+            logger.error("could not write %s: %s", self.folder.path / "index.html", e.strerror or e)
+            return None
+
+    def _write_summary(self) -> None:
+        """summary.json and summary.html: per-word statistics across the run's images (with
+        the share of credit inside the masks of a masks:FOLDER tree)."""
+        from capshap.summary import Summary, mask_regions, write_summary
+
+        rf = self.folder
+        kind, _, arg = self.settings.tree.partition(":")
+        summary = Summary(mask_regions(arg) if kind == "masks" and arg else None)
+        try:
+            for exp in rf.done_explanations():
+                summary.add(exp)
+            if summary.to_dict().get("images"):
+                write_summary(summary.to_dict(), rf.path)
+        except (OSError, ValueError) as e:
+            logger.error("could not write %s: %s", rf.path / "summary.json", e)
+
+    def explanations(self, on_error: str = "skip") -> list[Explanation]:
+        """Run to the end; the explanations in input order (with a run folder, those of
+        earlier runs into it too, loaded from it).
+
+        on_error: "skip" logs an image that cannot be loaded, captioned, scored or saved
+        with its name and the reason and goes on; "raise" stops at it.
+        """
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        got: list[tuple[int, Explanation]] = []
+        try:
+            for res in self.outcomes():
+                if res.ok:
+                    assert res.explanation is not None
+                    got.append((self._position.get((res.source, res.name), len(self._position)), res.explanation))
+                    for note in res.notes:
+                        logger.warning("%s: %s", res.name, note)
+                    continue
+                if on_error == "raise":
+                    raise res.exception if res.exception is not None else ValueError(f"{res.name}: {res.error}")
+                logger.error("skipped %s: %s", res.name, res.error)
+            if self.folder is not None:
+                return self._folder_explanations([e for _, e in got])
+        finally:
+            self.close()
+        return [exp for _, exp in sorted(got, key=lambda t: t[0])]
+
+    def _folder_explanations(self, fresh: list[Explanation]) -> list[Explanation]:
+        """Every done image of the folder's inputs, in input order: this run's explanations
+        as they are, earlier runs' loaded from their files."""
+        from capshap.explanation import Explanation
+
+        rf = self.folder
+        by_source = {str(e.params.get("source")): e for e in fresh}
+        out: list[Explanation] = []
+        for f in rf.inputs:
+            exp = by_source.get(str(f.path))
+            if exp is None and rf.is_done(f.key):
+                stem = rf.record(f.key).get("stem")
+                try:
+                    exp = Explanation.load(rf.path / str(stem)) if stem else None
+                except (OSError, ValueError) as e:
+                    logger.warning("could not load %s from %s: %s", f.name, rf.path, e)
+            if exp is not None:
+                out.append(exp)
+        return out
 
 
-# ------------------------------------------------------------------------------ parts
+# -------------------------------------------------------------------------------- API
 
 
-@dataclass
-class Parts:
-    """What a run needs, built once from its settings.
-
-    captioner: the captioner (None only when ``settings.caption`` is given and the scorer
-    needs none). scorer: a factory with ``bind(caption)`` (or a bound Scorer). trees: a
-    :class:`TreeSource` for a tree spec, or None when ``tree`` holds an object.
-    tree: a :class:`Tree`, label map or mask list passed by hand. fill: the fill (a spec
-    or a background image). masker: a masker object passed by hand (one image).
-    """
-
-    settings: Settings
-    captioner: Captioner | None
-    scorer: Any
-    trees: TreeSource | None = None
-    tree: Any = None
-    fill: Fill = "inpaint_ns"
-    masker: MaskerLike | None = None
-
-    def tree_for(self, item: ImageInput, n_images: int) -> TreeSpec:
-        """The tree spec of one image (a method name, a Tree, a label map or masks)."""
-        if self.tree is not None:
-            return self.tree
-        assert self.trees is not None
-        return self.trees.for_image(item.name, item.array, item.original_size, n_images=n_images)
-
-
-def prepare(
-    settings: Settings,
-    *,
+def explain(
+    images: Any,
     captioner: Any = None,
     scorer: Any = None,
+    *,
+    settings: Settings | None = None,
     tree: Any = None,
     mask: Any = None,
     masker: MaskerLike | None = None,
-) -> Parts:
-    """Validate ``settings`` and build the captioner, scorer and tree source of a run.
+    progress: bool | None = None,
+    on_error: str = "skip",
+    recursive: bool = False,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> list[Explanation]:
+    """Caption and explain images; the defaults are the SHAP notebook's.
 
-    Objects passed here take the place of the matching spec in ``settings`` (which then
-    records ``None`` / ``"custom"`` / ``"image"``). Raises ValueError (a
-    :class:`~capshap.registry.SpecError` for specs) naming the bad setting, before any
-    image is touched; building a model can take a while, but captioning starts later.
+    Parameters
+    ----------
+    images
+        A path (file or folder), a list of paths, arrays (H, W, 3) or PIL images.
+    captioner
+        A :class:`~capshap.interfaces.Captioner`, a function image -> str, or None for
+        ``settings.captioner`` (default: the embedded offline EfficientNet-Lite0
+        "a photo of a {label}").
+    scorer
+        A spec (``"auto"``, ``"own"``, ``"presence"``, ``"surrogate:LM"``), a factory with
+        ``bind(caption)``, or a bound :class:`~capshap.interfaces.Scorer`. None: ``auto``,
+        the captioner's own head where it has one, else word presence.
+    settings
+        A :class:`~capshap.settings.Settings`; keyword ``options`` (``max_evals=100``,
+        ``mask="blur(16,16)"``, ``fixed_context=0``, ``caption="a dog"``,
+        ``contrast="a cat"``, ``runner="in_flight"``, ``in_flight=4``, ...) override it.
+    tree, mask, masker
+        Objects instead of specs: a :class:`~capshap.regions.tree.Tree`, label map or mask
+        list; a background image (H, W, 3); your own masker (one image).
+    progress
+        Progress bars: True, False, or None (only when a person is watching: a terminal or
+        a notebook).
+    on_error
+        "skip" (default) logs an image that cannot be loaded, captioned or scored with its
+        name and the reason and goes on with the others; "raise" stops at it.
+    recursive
+        Also look for images in subfolders.
+    out, overwrite
+        Write the run folder the CLI writes (``capshap explain --out``): NAME.npz/.json/.png
+        per image, index.html, manifest.json, summary.*; called again it resumes (images
+        done are loaded, not recomputed). ``overwrite`` explains everything again.
+
+    Returns
+    -------
+    list[Explanation]
+        One per image explained, in input order (``exp.name`` says which).
+
+    Raises
+    ------
+    ValueError
+        A bad setting (naming it), before any image is loaded or captioned.
+
+    Examples
+    --------
+    >>> exps = capshap.explain("examples/", max_evals=100)            # doctest: +SKIP
+    >>> exps = capshap.explain(img, captioner=lambda im: "a cat")     # doctest: +SKIP
+    >>> exps = capshap.explain("examples/", out="runs/x")             # doctest: +SKIP
     """
-    changes: dict[str, Any] = {}
-    if captioner is not None:
-        changes["captioner"] = None
-    if scorer is not None and not isinstance(scorer, str):
-        changes["scorer"] = None
-    elif isinstance(scorer, str):
-        changes["scorer"] = scorer
-    if tree is not None and not isinstance(tree, str):
-        changes["tree"] = "custom"
-    elif isinstance(tree, str):
-        changes["tree"] = tree
-    fill: Fill = settings.mask
-    if mask is not None:
-        if isinstance(mask, np.ndarray) and mask.ndim == 3:
-            changes["mask"] = "image"
-            fill = mask
-        else:
-            from capshap.masking import parse_fill
-
-            parse_fill(mask)  # raises ValueError naming the option
-            changes["mask"] = mask if isinstance(mask, str) else _fill_text(mask)
-            fill = mask
-    if masker is not None:
-        if not isinstance(masker, MaskerLike):
-            raise TypeError(f"masker must have image, tree and render(coalitions); got {type(masker).__name__}")
-        changes["tree"] = "custom"
-        changes["mask"] = "custom" if settings.mask != "image" else "image"
-    settings = settings.replace(**changes) if changes else settings
-    _validate(settings, skip_mask=masker is not None or isinstance(fill, np.ndarray))
-
-    cap: Captioner | None
-    if captioner is not None:
-        cap = as_captioner(captioner)
-    elif settings.captioner is not None:
-        from capshap.captioners import build_captioner
-
-        cap = build_captioner(
-            settings.captioner, settings.captioner_options, device=settings.device, cache_dir=settings.cache_dir,
-            batch_size=settings.batch_size_model, prompt=settings.prompt, generate=settings.generate,
-        )
-    else:
-        cap = None
-    if scorer is None or isinstance(scorer, str):
-        if cap is None:
-            raise ValueError("scorer specs need a captioner: pass captioner= or settings.captioner")
-        opts = scorer_options(settings, cap)
-        if settings.contrast is not None:  # whole-caption log-probabilities of both captions
-            opts.update(score="logprob", merge_words=False)
-        factory: Any = build_scorer(settings.scorer, cap, opts, device=settings.device)
-        if settings.contrast is not None:
-            from capshap.scoring.presence import PresenceScorer
-
-            if isinstance(factory, PresenceScorer):  # what "auto" gives a captioner with no head
-                raise SettingError("contrast", settings.contrast,
-                                   "needs log-probabilities, and this captioner has no language head: "
-                                   "use --scorer surrogate:LM")
-            factory = ContrastScorer(factory, settings.contrast)
-    else:
-        factory = scorer if settings.contrast is None else ContrastScorer(scorer, settings.contrast)
-    trees = TREES.create(settings.tree) if tree is None and masker is None else None
-    return Parts(settings, cap, factory, trees, tree, fill, masker)
-
-
-def limits_of(parts: Parts) -> tuple[ImageLimits | None, str]:
-    """The captioner's input limits (None when the caption is given and nothing is captioned
-    whole) and its name, for load-time checks."""
-    cap = parts.captioner
-    if cap is None:
-        return None, "the captioner"
-    return getattr(cap, "limits", None), getattr(cap, "name", type(cap).__name__)
-
-
-def _fill_text(mask: Any) -> str:
-    if isinstance(mask, (tuple, list)):
-        return ",".join(str(v) for v in mask)
-    return str(mask)
-
-
-def _validate(settings: Settings, skip_mask: bool) -> None:
-    s = settings.replace(mask="inpaint_ns") if skip_mask or settings.mask in ("image", "custom") else settings
-    s = s.replace(tree="axis") if s.tree == "custom" else s
-    s.validate()
-
-
-# ------------------------------------------------------------------------ one image
+    unknown = sorted(set(options) - _SETTING_NAMES)
+    if unknown:
+        raise TypeError(f"explain() got unknown settings {', '.join(unknown)}; see capshap.Settings")
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    base = settings or Settings()
+    s = base.replace(**options) if options else base
+    run = Run(images, s, captioner=captioner, scorer=scorer, tree=tree, mask=mask, masker=masker,
+              recursive=recursive, out=out, folder=FolderOptions(overwrite=overwrite), progress=progress)
+    return run.explanations(on_error)
 
 
 def explain_image(
@@ -290,7 +428,7 @@ def explain_image(
     settings: Settings | None = None,
     render_size: tuple[int, int] | None = None,
 ) -> Explanation:
-    """Explain the caption a bound ``scorer`` holds on one image.
+    """Explain the caption a bound ``scorer`` holds on one image (no captioner involved).
 
     Parameters
     ----------
@@ -299,12 +437,13 @@ def explain_image(
         Bound to the caption to explain; ``score(images (N, H, W, 3)) -> (N, T)``.
     mask, max_evals, batch_size, fixed_context, tree, channels, n_segments, seed
         As in :class:`~capshap.settings.Settings`; ``tree`` may also be a :class:`Tree`,
-        an (H, W) label map or a list of masks.
+        an (H, W) label map or a list of masks, ``mask`` a background image (H, W, 3).
     masker : optional
         Your own masker (``image``, ``tree``, ``render(coalitions)``); then ``mask`` and
         ``tree`` are ignored and the masker's tree is used.
     settings : Settings, optional
-        Stored in the explanation (the API and CLI pass the run's settings).
+        The other settings recorded with the explanation (its engine fields are replaced
+        by the keywords above).
     render_size : (h, w), optional
         Render masked images at this size (the captioner's input size) instead of the
         image's; the tree and the values stay at full size. None: full size (shap parity).
@@ -314,402 +453,28 @@ def explain_image(
     Explanation
         values (H, W, T) float32, or (H, W, 3, T) with ``channels=True`` on the axis tree.
     """
+    from capshap.owen import check_params
+
     check_params(max_evals, batch_size, fixed_context)
-    image = _images.to_rgb_uint8(image)
-    t0 = time.perf_counter()
     if masker is not None:
-        region_tree = masker.tree
-        if tuple(region_tree.shape[:2]) != image.shape[:2]:
-            raise ValueError(f"the masker's tree covers {region_tree.shape[:2]} pixels but the image is {image.shape[:2]}")
+        mask_text = "custom"
+    elif isinstance(mask, np.ndarray):
+        mask_text = "image"
     else:
-        region_tree = make_tree(tree, image, channels=channels, n_segments=n_segments)
-        masker = Masker(image, region_tree, mask, threads=threads, render_size=render_size)
-    t_tree = time.perf_counter() - t0
-    captions: list[str] = []
-    made_captions = [False]
-    timing = {"mask": 0.0, "model": 0.0}
-
-    def evaluate(coalitions: list[tuple[int, ...]]) -> np.ndarray:
-        a = time.perf_counter()
-        batch = masker.render(coalitions)
-        b = time.perf_counter()
-        scores, caps = scorer.score_with_captions(batch)
-        c = time.perf_counter()
-        timing["mask"] += b - a
-        timing["model"] += c - b
-        if caps is not None:
-            made_captions[0] = True
-            captions.extend(caps)
-        else:
-            captions.extend([""] * len(coalitions))
-        return scores
-
-    t1 = time.perf_counter()
-    res = owen(
-        region_tree,
-        evaluate,
-        max_evals=max_evals,
-        batch_size=batch_size,
-        fixed_context=fixed_context,
-        seed=seed,
-        progress=progress,
-    )
-    t_owen = time.perf_counter() - t1
-    T = res.node_values.shape[1] if res.node_values.size else len(scorer.tokens)
-    if T != len(scorer.tokens):
-        raise ValueError(
-            f"the scorer returned {T} scores per image but its caption has {len(scorer.tokens)} tokens "
-            f"({scorer.tokens!r}); a scorer must return one column per token"
-        )
-    values = region_tree.lower_nodes(res.nodes, res.node_values.reshape(len(res.nodes), T)).astype(np.float32)
-    total = time.perf_counter() - t0
-    fill_name = getattr(masker, "fill", mask)
-    params = {
-        "max_evals": int(max_evals),
-        "batch_size": int(batch_size),
-        "fixed_context": fixed_context,
-        "mask": "background image" if isinstance(fill_name, np.ndarray) else (
-            fill_name if isinstance(fill_name, (str, int, float)) else _fill_text(fill_name)),
-        "tree": region_tree.kind,
-        "channels": bool(region_tree.channels),
-        "n_segments": int(n_segments) if region_tree.kind != "axis" else None,
-        "seed": seed,
-        "scorer": type(scorer).__name__,
-        "render_size": list(masker.render_size) if getattr(masker, "render_size", None) else None,
-    }
-    if settings is None:
-        settings = Settings(
-            captioner=None, scorer=None,
-            mask="image" if isinstance(fill_name, np.ndarray) else (
-                fill_name if isinstance(fill_name, str) else _fill_text(fill_name)),
-            max_evals=int(max_evals), batch_size=int(batch_size), fixed_context=fixed_context, seed=seed,
-            tree=tree if isinstance(tree, str) else "custom", n_segments=int(n_segments), channels=bool(channels),
-        )
-    return Explanation(
-        values=values,
-        base_values=res.base_values,
-        outputs=res.outputs,
-        tokens=list(scorer.tokens),
-        caption=scorer.caption,
-        image=image,
-        params=params,
-        settings=settings,
-        nodes=res.nodes,
-        node_values=res.node_values,
-        coalitions=res.coalitions,
-        scores=res.scores,
-        captions=captions if made_captions[0] else None,
-        tree=region_tree,
-        name=name,
-        timings={
-            "tree": t_tree,
-            "owen": t_owen,
-            "mask": timing["mask"],
-            "model": timing["model"],
-            "engine": t_owen - timing["mask"] - timing["model"],
-            "total": total,
-        },
-        info={"n_calls": res.n_calls, "budget_used": res.budget_used, "n_evals": res.n_evals},
-    )
+        mask_text = mask if isinstance(mask, str) else ",".join(str(v) for v in mask) if isinstance(
+            mask, (tuple, list)) else str(mask)
+    base = settings if settings is not None else Settings(captioner=None, scorer=None)
+    s = base.replace(mask=mask_text, max_evals=int(max_evals), batch_size=int(batch_size),
+                     fixed_context=fixed_context, seed=seed, tree=tree if isinstance(tree, str) else "custom",
+                     n_segments=int(n_segments), channels=bool(channels))
+    return explain_array(image, scorer, s, tree=tree, fill=mask, masker=masker, render_size=render_size,
+                         name=name, progress=progress, threads=threads)
 
 
-@dataclass
-class Outcome:
-    """What happened to one input: its explanation, or the stage that failed and why."""
+def make_scorer(scorer: Any, captioner: Any, caption: str) -> Scorer:
+    """Deprecated (0.1): use :func:`capshap.scoring.bind_scorer`."""
+    from capshap.scoring import bind_scorer
 
-    name: str
-    source: str | None = None
-    explanation: Explanation | None = None
-    error: str | None = None
-    stage: str = ""
-    caption: str = ""
-    seconds: float = 0.0
-    exception: BaseException | None = field(default=None, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class ImageFailure(Exception):
-    """One image failed at one stage; ``stage`` says which (captioning, scoring, ...)."""
-
-    def __init__(self, stage: str, error: BaseException):
-        self.stage, self.error = stage, error
-        super().__init__(f"{stage} failed: {_reason(error)}")
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    first = text.splitlines()[0]
-    return first if len(first) <= 400 else first[:397] + "..."
-
-
-def explain_input(
-    item: ImageInput,
-    parts: Parts,
-    *,
-    n_images: int = 2,
-    bars: Bars | None = None,
-) -> Explanation:
-    """The per-image job: caption, bind the scorer, build the tree and masker, explain.
-
-    Raises :class:`ImageFailure` naming the stage that failed.
-    """
-    s = parts.settings
-    assert item.array is not None
-    stage = "captioning"
-    try:
-        t0 = time.perf_counter()
-        if s.caption is not None:
-            caption = s.caption
-        else:
-            if parts.captioner is None:
-                raise ValueError("no captioner to write the caption; pass captioner= or caption=")
-            caption = parts.captioner.caption([item.array])[0]
-        t_cap = time.perf_counter() - t0
-        if bars is not None:
-            bars.status(caption)
-        stage = "scoring"
-        bound = bind_scorer(parts.scorer, parts.captioner, caption)
-        stage = "building the region tree"
-        tree = parts.tree_for(item, n_images) if parts.masker is None else None
-        stage = "explaining"
-        exp = explain_image(
-            item.array, bound, mask=parts.fill, max_evals=s.max_evals, batch_size=s.batch_size,
-            fixed_context=s.fixed_context, tree=tree if tree is not None else "axis", channels=s.channels,
-            n_segments=s.n_segments, seed=s.seed, name=item.name, masker=parts.masker, settings=s,
-            progress=bars.advance if bars is not None else None,
-            render_size=render_shape(item.array.shape, s.render_size, parts.captioner),
-        )
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:
-        raise ImageFailure(stage, e) from e
-    exp.timings["caption"] = t_cap
-    cap = parts.captioner
-    exp.params.update(
-        captioner=getattr(cap, "name", type(cap).__name__) if cap is not None else None,
-        captioner_spec=s.captioner,
-        generate_kwargs=s.generate,
-        prompt=s.prompt,
-        scorer_spec=s.scorer,
-        tree_spec=s.tree,
-        device=s.device,
-        max_side=s.max_side,
-        original_size=list(item.original_size) if item.original_size else None,
-        source=item.source,
-    )
-    return exp
-
-
-def outcome_of(item: ImageInput, parts: Parts, *, n_images: int = 2, bars: Any = None) -> Outcome:
-    """The per-image job as an :class:`Outcome`: the explanation, or the failed stage and why."""
-    t0 = time.perf_counter()
-    try:
-        exp = explain_input(item, parts, n_images=n_images, bars=bars)
-    except ImageFailure as f:
-        return Outcome(item.name, item.source, error=str(f), stage=f.stage, seconds=time.perf_counter() - t0,
-                       exception=f.error)
-    return Outcome(item.name, item.source, exp, caption=exp.caption, seconds=time.perf_counter() - t0)
-
-
-def run_serial(
-    items: Iterable[ImageInput],
-    parts: Parts,
-    *,
-    n_images: int | None = None,
-    bars: Bars | None = None,
-) -> Iterator[Outcome]:
-    """Explain ``items`` one after another, yielding an :class:`Outcome` per input.
-
-    An input that failed to load, or whose caption, scoring or explanation fails, gives an
-    Outcome with ``error`` set; the run goes on. KeyboardInterrupt stops it.
-    """
-    n = n_images if n_images is not None else 2
-    for i, item in enumerate(items):
-        if item.error is not None or item.array is None:
-            reason = getattr(item.error, "reason", None) or _reason(item.error or ValueError("not loaded"))
-            yield Outcome(item.name, item.source, error=reason, stage="loading", exception=item.error)
-            if bars is not None:
-                bars.image_done()
-            continue
-        if bars is not None:
-            total = n_images if n_images is not None else "?"
-            bars.start_image(f"[{i + 1}/{total}] {item.name}", parts.settings.max_evals)
-            bars.status("captioning")
-        try:
-            yield outcome_of(item, parts, n_images=n, bars=bars)
-        finally:
-            if bars is not None:
-                bars.image_done()
-
-
-def run_images(
-    items: Iterable[ImageInput],
-    parts: Parts,
-    *,
-    n_images: int | None = None,
-    bars: Bars | None = None,
-    runner: str = "serial",
-    in_flight: int | None = None,
-    ray_address: str | None = None,
-    gpus_per_worker: float = 0,
-    workers: int | None = None,
-) -> Iterator[Outcome]:
-    """Explain ``items`` with the chosen runner; yields an :class:`Outcome` per input.
-
-    runner: ``"serial"`` (:func:`run_serial`, in input order), ``"in_flight"`` (up to
-    ``in_flight`` images at once on this machine, :mod:`capshap.flight`) or ``"ray"``
-    (sharded over ``workers`` Ray actors at ``ray_address``, each running the in-flight
-    runner, :mod:`capshap.ray`). The two parallel runners yield in completion order; match
-    Outcomes to inputs by ``name`` / ``source``. Values equal a serial run's.
-    """
-    if runner not in RUNNERS:
-        raise ValueError(f"runner must be one of {', '.join(RUNNERS)}; got {runner!r}")
-    if in_flight is not None and (isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1):
-        raise ValueError(f"in_flight must be an integer >= 1, got {in_flight!r}")
-    if runner == "serial":
-        return run_serial(items, parts, n_images=n_images, bars=bars)
-    if runner == "in_flight":
-        from capshap.flight import run_in_flight
-
-        return run_in_flight(items, parts, in_flight=in_flight, n_images=n_images, bars=bars)
-    from capshap.ray import run_ray
-
-    return run_ray(items, parts, address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
-                   in_flight=in_flight, n_images=n_images, bars=bars)
-
-
-def runner_options(
-    n_images: int | None,
-    *,
-    in_flight: int | None = None,
-    ray: str | None = None,
-    workers: int | None = None,
-    gpus_per_worker: float = 0,
-    device: str | None = None,
-    captioner: Any = None,
-) -> dict[str, Any]:
-    """The :func:`run_images` keywords for the command line's ``--in-flight N``, ``--ray
-    [ADDRESS]``, ``--workers`` and ``--gpus-per-worker``: Ray when asked; else in flight when
-    more than one image is run (``in_flight`` default from the device, 1 means serial)."""
-    if ray is not None:
-        return {"runner": "ray", "ray_address": ray, "workers": workers, "gpus_per_worker": gpus_per_worker,
-                "in_flight": in_flight}
-    from capshap.flight import default_in_flight
-
-    k = in_flight if in_flight is not None else default_in_flight(device, captioner)
-    if k <= 1 or (n_images is not None and n_images <= 1):
-        return {"runner": "serial"}
-    return {"runner": "in_flight", "in_flight": k}
-
-
-# -------------------------------------------------------------------------------- API
-
-
-def explain(
-    images: Any,
-    captioner: Any = None,
-    scorer: Any = None,
-    *,
-    settings: Settings | None = None,
-    tree: Any = None,
-    mask: Any = None,
-    masker: MaskerLike | None = None,
-    progress: bool | None = None,
-    on_error: str = "skip",
-    recursive: bool = False,
-    runner: str = "serial",
-    in_flight: int | None = None,
-    ray_address: str | None = None,
-    workers: int | None = None,
-    **options: Any,
-) -> list[Explanation]:
-    """Caption and explain images; the defaults are the SHAP notebook's.
-
-    Parameters
-    ----------
-    images
-        A path (file or folder), a list of paths, arrays (H, W, 3) or PIL images.
-    captioner
-        A :class:`~capshap.interfaces.Captioner`, a function image -> str, or None for
-        ``settings.captioner`` (default: the embedded offline EfficientNet-Lite0
-        "a photo of a {label}").
-    scorer
-        A spec (``"auto"``, ``"own"``, ``"presence"``, ``"surrogate:LM"``), a factory with
-        ``bind(caption)``, or a bound :class:`~capshap.interfaces.Scorer`. None: ``auto``,
-        the captioner's own head where it has one, else word presence.
-    settings
-        A :class:`~capshap.settings.Settings`; keyword ``options`` (``max_evals=100``,
-        ``mask="blur(16,16)"``, ``fixed_context=0``, ``caption="a dog"``, ...) override it.
-    tree, mask, masker
-        Objects instead of specs: a :class:`~capshap.regions.tree.Tree`, label map or mask
-        list; a background image (H, W, 3); your own masker (one image).
-    progress
-        Progress bars: True, False, or None (only when a person is watching: a terminal or
-        a notebook).
-    on_error
-        "skip" (default) logs an image that cannot be loaded, captioned or scored with its
-        name and the reason and goes on with the others; "raise" stops at it.
-    runner, in_flight, ray_address, workers
-        ``"serial"`` (default), ``"in_flight"`` (``in_flight`` images at once on this
-        machine) or ``"ray"`` (``workers`` Ray actors at ``ray_address``; None starts a local
-        Ray). See :func:`run_images`; the values are the same, the list keeps input order.
-
-    Returns
-    -------
-    list[Explanation]
-        One per image explained, in order (``exp.name`` says which).
-
-    Raises
-    ------
-    ValueError
-        A bad setting (naming it), before any image is loaded or captioned.
-
-    Examples
-    --------
-    >>> exps = capshap.explain("examples/", max_evals=100)            # doctest: +SKIP
-    >>> exps = capshap.explain(img, captioner=lambda im: "a cat")     # doctest: +SKIP
-    """
-    if on_error not in ("skip", "raise"):
-        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-    if runner not in RUNNERS:
-        raise ValueError(f"runner must be one of {', '.join(RUNNERS)}; got {runner!r}")
-    unknown = sorted(set(options) - _SETTING_NAMES)
-    if unknown:
-        raise TypeError(f"explain() got unknown settings {', '.join(unknown)}; see capshap.Settings")
-    base = settings or Settings()
-    s = base.replace(**options) if options else base
-    if captioner is None and s.captioner is None and s.caption is None:
-        raise ValueError("captioner=None and settings.captioner=None: name a captioner or give caption=")
-    parts = prepare(s, captioner=captioner, scorer=scorer, tree=tree, mask=mask, masker=masker)
-    limits, who = limits_of(parts)
-    source: Iterable[ImageInput] = inputs_from(images, parts.settings, recursive, limits, who)
-    if _is_path_list(images):  # files load lazily, one at a time; count them without loading
-        n = len(_images.image_names(images, recursive))
-    else:
-        source = list(source)
-        n = len(source)
-    bars = Bars(n, wants_bars(progress))
-    out: list[tuple[int, Explanation]] = []
-    position: dict[str, int] = {}
-
-    def tagged() -> Iterator[ImageInput]:
-        for i, item in enumerate(source):
-            position[f"{item.source}\0{item.name}"] = i
-            yield item
-
-    try:
-        for res in run_images(tagged(), parts, n_images=n, bars=bars, runner=runner, in_flight=in_flight,
-                              ray_address=ray_address, workers=workers):
-            if res.ok:
-                assert res.explanation is not None
-                out.append((position.get(f"{res.source}\0{res.name}", len(position)), res.explanation))
-                continue
-            if on_error == "raise":
-                raise res.exception if res.exception is not None else ValueError(f"{res.name}: {res.error}")
-            logger.error("skipped %s: %s", res.name, res.error)
-    finally:
-        bars.close()
-    return [exp for _, exp in sorted(out, key=lambda t: t[0])]
+    warnings.warn("capshap.make_scorer is deprecated; use capshap.scoring.bind_scorer(scorer, captioner, caption)",
+                  DeprecationWarning, stacklevel=2)
+    return bind_scorer("own" if scorer is None else scorer, captioner, caption)

@@ -167,7 +167,7 @@ def load_inputs(files: Iterable[InputFile], settings: Settings) -> Iterator[Any]
     """:class:`capshap.run.ImageInput` per file, loaded lazily (one at a time), with the
     names :func:`list_inputs` gave them and ``source`` = ``str(file.path)``."""
     from capshap.images import ImageError, iter_images
-    from capshap.run import ImageInput
+    from capshap.job import ImageInput
 
     for f in files:
         try:

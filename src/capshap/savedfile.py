@@ -26,6 +26,7 @@ import math
 import os
 import stat
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ def _list_of_str(js: Path, key: str, value: Any) -> None:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "str": (str,), "bool": (bool,), "float": (int, float), "None": (type(None),),
-    "dict": (dict,), "list": (list,),
+    "dict": (dict,), "list": (list,), "Mapping": (Mapping,),
 }
 
 

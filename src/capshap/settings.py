@@ -18,12 +18,79 @@ True
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["Settings", "SettingError", "settings_from_legacy_params"]
+__all__ = ["Settings", "SettingError", "FrozenMap", "freeze", "thaw", "settings_from_legacy_params"]
 
 _TOKENS = ("words", "pieces")
+
+#: Settings that say how a run is carried out, not what it computes: a resumed run may
+#: change them (they are not in :meth:`Settings.engine_key`).
+RUN_ONLY = ("cache_dir", "batch_size_model", "runner", "in_flight", "ray_address", "workers", "gpus_per_worker")
+
+
+class FrozenMap(Mapping):
+    """An immutable, hashable mapping (the options dicts of :class:`Settings`).
+
+    Values are frozen too (dicts become FrozenMaps, lists tuples), so a Settings can be
+    neither changed in place nor made unhashable through one of its options.
+    """
+
+    __slots__ = ("_items", "_hash")
+
+    def __init__(self, data: Mapping[str, Any] | None = None):
+        items = {str(k): freeze(v) for k, v in (data or {}).items()}
+        object.__setattr__(self, "_items", items)
+        object.__setattr__(self, "_hash", None)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(tuple(sorted(self._items.items(), key=lambda kv: kv[0]))))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._items) == dict(other.items())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("FrozenMap is immutable")
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+    def __reduce__(self) -> Any:  # pickles (Ray ships Settings) as a plain dict
+        return (FrozenMap, (thaw(self),))
+
+
+def freeze(value: Any) -> Any:
+    """``value`` made immutable and hashable: dicts -> :class:`FrozenMap`, lists/tuples ->
+    tuples (recursively); other values as they are."""
+    if isinstance(value, FrozenMap):
+        return value
+    if isinstance(value, Mapping):
+        return FrozenMap(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The JSON-ready form of a frozen value: FrozenMaps -> dicts, tuples -> lists."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
 
 
 class SettingError(ValueError):
@@ -87,12 +154,20 @@ class Settings:
         parity), ``"auto"`` (the captioner's input size where known) or an int side.
     cache_dir
         Caption cache folder (None: no on-disk cache).
+    runner, in_flight, ray_address, workers, gpus_per_worker
+        How the images are run (they never change the values): ``"auto"`` (in flight where
+        that keeps values exact: a GPU or a server captioner; else serial), ``"serial"``,
+        ``"in_flight"``, ``"ray"`` or any runner registered in
+        :data:`capshap.runners.RUNNERS`; images at once (in flight, or per Ray actor); the
+        Ray cluster (None: a local one), its actors and the GPUs each asks for. The
+        options dicts (``captioner_options``, ``scorer_options``, ``generate``) are stored
+        frozen (:class:`FrozenMap`): a Settings is immutable and hashable.
     """
 
     captioner: str | None = "builtin"
-    captioner_options: dict[str, Any] = field(default_factory=dict)
+    captioner_options: Mapping[str, Any] = field(default_factory=FrozenMap)
     scorer: str | None = "auto"
-    scorer_options: dict[str, Any] = field(default_factory=dict)
+    scorer_options: Mapping[str, Any] = field(default_factory=FrozenMap)
     mask: str = "inpaint_ns"
     max_evals: int = 300
     batch_size: int = 50
@@ -106,12 +181,24 @@ class Settings:
     device: str | None = None
     batch_size_model: int | None = None
     prompt: str | None = None
-    generate: dict[str, Any] | None = None
+    generate: Mapping[str, Any] | None = None
     caption: str | None = None
     contrast: str | None = None
     tokens: str = "words"
     render_size: str | int = "full"
     cache_dir: str | None = None
+    runner: str = "auto"
+    in_flight: int | None = None
+    ray_address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0
+
+    def __post_init__(self) -> None:
+        # deeply immutable: option dicts become FrozenMaps (hashable, read-only)
+        for name in ("captioner_options", "scorer_options", "generate"):
+            value = getattr(self, name)
+            if isinstance(value, Mapping) and not isinstance(value, FrozenMap):
+                object.__setattr__(self, name, FrozenMap(value))
 
     # ------------------------------------------------------------------ validation
 
@@ -119,12 +206,13 @@ class Settings:
         """Check every setting; raise ValueError naming the first bad one. Returns self."""
         from capshap.masking import parse_fill
 
-        _check_int("max_evals", self.max_evals, 2)
+        # the engine's own bounds (capshap.owen.check_params): f(image), f(all masked), one split
+        _check_int("max_evals", self.max_evals, 3)
         _check_int("batch_size", self.batch_size, 1)
         if self.fixed_context not in (None, 0, 1) or isinstance(self.fixed_context, bool):
             raise SettingError("fixed_context", self.fixed_context, "must be None, 0 or 1")
-        if self.seed is not None:
-            _check_int("seed", self.seed, -(2**63))
+        if self.seed is not None:  # numpy's SeedSequence takes non-negative integers
+            _check_int("seed", self.seed, 0)
         _check_int("n_segments", self.n_segments, 2)
         _check_int("max_side", self.max_side, 8, allow_none=True)
         _check_int("max_pixels", self.max_pixels, 64)
@@ -136,26 +224,37 @@ class Settings:
         rs = self.render_size
         if not (rs in ("full", "auto") or (isinstance(rs, int) and not isinstance(rs, bool) and rs >= 8)):
             raise SettingError("render_size", rs, "must be 'full', 'auto' or an integer >= 8 (pixels)")
+        if not isinstance(self.mask, str):
+            raise SettingError("mask", self.mask, "must be a fill spec (text); pass a background image as mask= to explain()")
         if self.mask != "image":
             try:
                 parse_fill(self.mask)
             except ValueError as e:
                 raise SettingError("mask", self.mask, str(e)) from None
-        if self.caption is not None and not str(self.caption).strip():
-            raise SettingError("caption", self.caption, "is empty; give the caption to explain, or None to generate one")
+        for name in ("caption", "contrast", "prompt"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise SettingError(name, value, f"must be text (a str), got {type(value).__name__}")
+            if not value.strip():
+                what = {"caption": "the caption to explain, or None to generate one",
+                        "contrast": "the caption to compare against",
+                        "prompt": "the captioning prompt, or None for the captioner's default"}[name]
+                raise SettingError(name, value, f"is empty; give {what}")
         if self.contrast is not None:
-            if not str(self.contrast).strip():
-                raise SettingError("contrast", self.contrast, "is empty; give the caption to compare against")
             if (self.scorer or "auto").partition(":")[0].lower() not in ("auto", "own", "surrogate"):
                 raise SettingError("contrast", self.contrast,
                                    f"needs log-probabilities: use --scorer own or surrogate, not {self.scorer}")
         for name in ("captioner_options", "scorer_options"):
-            if not isinstance(getattr(self, name), dict):
+            if not isinstance(getattr(self, name), Mapping):
                 raise SettingError(name, getattr(self, name), "must be a dict of option names to values")
-        if self.generate is not None and not isinstance(self.generate, dict):
+        if self.generate is not None and not isinstance(self.generate, Mapping):
             raise SettingError("generate", self.generate, "must be a dict of generation settings, e.g. {'max_new_tokens': 20}")
         if self.channels and self.tree != "axis":
             raise SettingError("channels", True, "shap's channel leaves only work with tree='axis'")
+        self._validate_runner()
+        self._validate_device()
         if self.captioner is not None:
             from capshap.captioners import CAPTIONERS
 
@@ -170,11 +269,59 @@ class Settings:
             TREES.check(self.tree)
         return self
 
+    def _validate_runner(self) -> None:
+        from capshap.runners import RUNNERS
+
+        RUNNERS.check(self.runner)
+        _check_int("in_flight", self.in_flight, 1, allow_none=True)
+        _check_int("workers", self.workers, 1, allow_none=True)
+        g = self.gpus_per_worker
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
+            raise SettingError("gpus_per_worker", g, "must be a finite number >= 0")
+        if self.ray_address is not None and not isinstance(self.ray_address, str):
+            raise SettingError("ray_address", self.ray_address, "must be HOST:PORT, ray://HOST:PORT or None")
+        ray = self.runner.lower() == "ray"
+        for name, value, default in (("workers", self.workers, None), ("gpus_per_worker", g, 0),
+                                     ("ray_address", self.ray_address, None)):
+            if value != default and not ray:
+                raise SettingError(name, value, "applies to the Ray runner only: add --ray (runner='ray')")
+        if self.runner.lower() == "serial" and self.in_flight not in (None, 1):
+            raise SettingError("in_flight", self.in_flight, "a serial run explains one image at a time: "
+                               "leave --in-flight out, or use the in-flight runner")
+
+    def _validate_device(self) -> None:
+        """A torch device that is not there fails now, not once per image."""
+        dev = self.device
+        if dev is None:
+            return
+        if not isinstance(dev, str) or not dev.strip():
+            raise SettingError("device", dev, "must be a torch device such as cpu, cuda, cuda:1 or mps")
+        kind, _, index = dev.strip().lower().partition(":")
+        if kind == "cpu":
+            return
+        if kind not in ("cuda", "mps") or (index and not index.isdigit()):
+            raise SettingError("device", dev, "is not a torch device; use cpu, cuda, cuda:N or mps")
+        if self.runner.lower() == "ray":
+            return  # the device is the workers', not this machine's
+        try:
+            import torch
+        except ImportError:
+            raise SettingError("device", dev, "needs torch: pip install torch") from None
+        if kind == "cuda":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if n == 0:
+                raise SettingError("device", dev, "no CUDA GPU is available to torch here; use --device cpu "
+                                   "(or leave --device out)")
+            if index and int(index) >= n:
+                raise SettingError("device", dev, f"there are {n} CUDA GPU(s) here (cuda:0 to cuda:{n - 1})")
+        elif not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise SettingError("device", dev, "Apple's MPS is not available to torch here; use --device cpu")
+
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every setting."""
-        return asdict(self)
+        """A JSON-ready dict of every setting (options as plain dicts)."""
+        return {f.name: thaw(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Settings":
@@ -193,10 +340,11 @@ class Settings:
 
     def engine_key(self) -> dict[str, Any]:
         """The settings that change the values of one image (for resumable runs): all but
-        the cache folder and the model batch size."""
+        how the run is carried out (:data:`RUN_ONLY`: the cache folder, the model batch
+        size and the runner's settings)."""
         d = self.to_dict()
-        d.pop("cache_dir", None)
-        d.pop("batch_size_model", None)
+        for name in RUN_ONLY:
+            d.pop(name, None)
         return d
 
 

@@ -174,6 +174,9 @@ class CachingCaptioner(Captioner):
     def name(self) -> str:
         return self.inner.name
 
+    def provenance(self) -> dict[str, Any]:
+        return self.inner.provenance()
+
     def caption(self, images: Sequence[np.ndarray]) -> list[str]:
         out: list[str | None] = [self.cache.get(self.namespace, im) for im in images]
         todo = [i for i, c in enumerate(out) if c is None]

@@ -100,9 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     from capshap.captioners import CAPTIONERS
     from capshap.masking import fill_help
     from capshap.regions import TREES
+    from capshap.runners import RUNNERS
     from capshap.scoring import SCORERS
 
     CAPTIONER_HELP, SCORER_HELP, TREE_HELP = CAPTIONERS.help_text(), SCORERS.help_text(), TREES.help_text()
+    RUNNER_HELP = RUNNERS.help_text()
 
     p = argparse.ArgumentParser(
         prog="capshap",
@@ -167,15 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tokens", choices=("words", "pieces"), default="words",
                    help="explain whole words (sub-word pieces merged, their values summed) or the model's pieces")
     e.add_argument("--caption", default=None, metavar="TEXT",
-                   help="explain this caption instead of the one the captioner writes (own-head and surrogate scorers)")
+                   help="explain this caption instead of the one the captioner writes (any scorer; the builtin "
+                   "captioner's own head scores only its 'a photo of a LABEL' template)")
     e.add_argument("--contrast", default=None, metavar="TEXT",
                    help="explain why the model prefers its caption over TEXT: the score is log p(caption) - "
                    "log p(TEXT), whole captions, teacher-forced (own-head and surrogate scorers)")
     e.add_argument("--mask", default="inpaint_ns", metavar="FILL", help="how hidden regions are filled: " + fill_help().replace(", or a background image array", ""))
-    e.add_argument("--max-evals", type=_positive_int("--max-evals", 2), default=300, metavar="N",
+    e.add_argument("--max-evals", type=_positive_int("--max-evals", 3), default=300, metavar="N",
                    help="model evaluations per image (the budget)")
     e.add_argument("--batch-size", type=_positive_int("--batch-size"), default=50, metavar="N",
                    help="masked images per model call")
+    e.add_argument("--model-batch-size", type=_positive_int("--model-batch-size"), default=None, metavar="N",
+                   help="images per forward pass of the captioner (default: its own; lower it when a GPU runs "
+                   "out of memory)")
     e.add_argument("--fixed-context", type=_fixed_context, default=None, metavar="none|0|1",
                    help="none: exact Owen values where the budget reaches; 0 or 1: cheaper one-sided "
                    "variants (context all masked / all visible) (default: none)")
@@ -187,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "for image NAME.jpg. Segmentations may have the image's stored or fitted size")
     e.add_argument("--segments", type=_positive_int("--segments", 2), default=64, metavar="N",
                    help="number of superpixels for slic, felzenszwalb, quickshift")
+    e.add_argument("--channels", action="store_true",
+                   help="shap's channel leaves on the axis tree: each colour channel is its own region "
+                   "(values (H, W, 3, T), number for number shap's Image masker with channels)")
     size = e.add_mutually_exclusive_group()
     size.add_argument("--max-side", type=_positive_int("--max-side", 8), default=500, metavar="PX",
                       help="shrink images so the longer side is at most PX pixels")
@@ -219,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="explain N images at once on this machine, their model calls stacked into one "
                    "(default: 8 on a GPU, 4 for a captioner behind a server, else 1: a serial run, bit for bit "
                    "the same values every time); stacked CPU batches change values by ~1e-6")
+    e.add_argument("--runner", default="auto", metavar="NAME",
+                   help=f"how the images are run: {RUNNER_HELP}. auto: in flight on a GPU or for a captioner behind a "
+                   "server, else serial")
     e.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="spread the images over a Ray cluster: HOST:PORT or ray://HOST:PORT, or no address "
                    "to start Ray on this machine (needs pip install 'capshap[ray]')")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,11 +142,12 @@ class RebuildRefused(ValueError):
 def _check_types(s: Settings) -> None:
     """The settings plan_recipe reads, checked for type (they come from a file)."""
     kinds = {"captioner": (str, type(None)), "scorer": (str, type(None)), "prompt": (str, type(None)),
-             "captioner_options": (dict,), "scorer_options": (dict,), "generate": (dict, type(None))}
+             "captioner_options": (Mapping,), "scorer_options": (Mapping,), "generate": (Mapping, type(None))}
+    shown = {type(None): "None", Mapping: "dict"}
     for name, types in kinds.items():
         if not isinstance(getattr(s, name), types):
             raise ValueError(f"settings.{name} is a {type(getattr(s, name)).__name__}, "
-                             f"expected {' or '.join('None' if t is type(None) else t.__name__ for t in types)}")
+                             f"expected {' or '.join(shown.get(t, t.__name__) for t in types)}")
 
 
 def plan_recipe(

@@ -30,6 +30,10 @@ class OwnHead:
                 "language head to score with (no own_scorer method); use a surrogate scorer "
                 "(SurrogateScorer) or the model-free PresenceScorer instead"
             )
+        if "score" in options:  # checked now, not once per image at bind time
+            from capshap.scoring.logodds import check_score
+
+            check_score(options["score"])
         self.captioner = captioner
         self.options = options
 

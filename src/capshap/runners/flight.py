@@ -1,6 +1,6 @@
 """In flight: several images explained at once on one machine, one model call at a time.
 
-Each image in flight runs the ordinary per-image job (:func:`capshap.run.explain_input`)
+Each image in flight runs the ordinary per-image job (:func:`capshap.job.outcome_of`)
 in its own thread, with its own best-first loop and its own batches, so its values are a
 serial run's. What changes is who calls the model: every model call of every image (the
 caption, and each batch of masked images) goes to one :class:`Batcher`, whose single model
@@ -36,16 +36,18 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from capshap.interfaces import Captioner, Scorer
+from capshap.job import ImageInput, Outcome, Prepared, Route, outcome_of
+from capshap.runners import RUNNERS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Batcher", "default_in_flight", "run_in_flight", "stackable", "concurrent_calls"]
+__all__ = ["Batcher", "BatcherRoute", "default_in_flight", "run_in_flight", "stackable", "concurrent_calls"]
 
 
 def default_in_flight(device: str | None = None, captioner: Any = None) -> int:
@@ -204,7 +206,7 @@ class Batcher:
                         r.future.set_exception(e)
 
 
-# ------------------------------------------------------------------ routed parts
+# ------------------------------------------------------------------ the route
 
 
 class _RoutedScorer(Scorer):
@@ -215,61 +217,30 @@ class _RoutedScorer(Scorer):
         self.batcher = batcher
         self.caption = inner.caption
         self.tokens = inner.tokens
-        self._direct = concurrent_calls(inner)
 
     def score_with_captions(self, images: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
-        if self._direct:
-            return self.inner.score_with_captions(images)
         return self.batcher.score(self.inner, images)
 
     def score(self, images: np.ndarray) -> np.ndarray:
         return self.score_with_captions(images)[0]
 
 
-class _RoutedFactory:
-    """Binds the run's scorer, then routes the bound scorer through the batcher."""
+class BatcherRoute(Route):
+    """The job's model calls sent to one :class:`Batcher` (its model thread), except for
+    captioners and scorers that talk to a server, which take concurrent callers and are
+    called from the image threads directly (their requests share the client's pool and
+    concurrency limit)."""
 
-    def __init__(self, scorer: Any, captioner: Captioner | None, batcher: Batcher):
-        self.scorer, self.captioner, self.batcher = scorer, captioner, batcher
-        self.names: dict[str, str] = {}  # caption -> the bound scorer's class name
+    def __init__(self, batcher: Batcher):
+        self.batcher = batcher
 
-    def bind(self, caption: str) -> Scorer:
-        from capshap.scoring import bind_scorer
+    def caption(self, captioner: Captioner, images: list[np.ndarray]) -> list[str]:
+        if concurrent_calls(captioner):
+            return captioner.caption(images)
+        return self.batcher.call(lambda: captioner.caption(images))
 
-        inner = bind_scorer(self.scorer, self.captioner, caption)
-        self.names[caption] = type(inner).__name__
-        return _RoutedScorer(inner, self.batcher)
-
-
-class _RoutedCaptioner(Captioner):
-    """The run's captioner, its captions made on the model thread (unless it is a client
-    of a server, which takes concurrent callers)."""
-
-    def __init__(self, inner: Captioner, batcher: Batcher):
-        self.inner, self.batcher = inner, batcher
-        self.input_size = inner.input_size
-        self.limits = inner.limits
-        self.spec = inner.spec
-        self._direct = concurrent_calls(inner)
-
-    @property
-    def name(self) -> str:
-        return getattr(self.inner, "name", type(self.inner).__name__)
-
-    def caption(self, images: Any) -> list[str]:
-        if self._direct:
-            return self.inner.caption(images)
-        return self.batcher.call(lambda: self.inner.caption(images))
-
-
-def routed_parts(parts: Any, batcher: Batcher) -> Any:
-    """A copy of ``parts`` whose captioner and scorer go through ``batcher``."""
-    cap = parts.captioner
-    return replace(
-        parts,
-        captioner=_RoutedCaptioner(cap, batcher) if cap is not None else None,
-        scorer=_RoutedFactory(parts.scorer, cap, batcher),
-    )
+    def scorer(self, bound: Scorer) -> Scorer:
+        return bound if concurrent_calls(bound) else _RoutedScorer(bound, self.batcher)
 
 
 # ------------------------------------------------------------------ progress
@@ -331,7 +302,7 @@ class FlightProgress:
 
 
 class _ImageStatus:
-    """What :func:`~capshap.run.explain_input` needs of ``bars``: status and advance."""
+    """What :func:`~capshap.job.explain_input` needs of ``bars``: status and advance."""
 
     def __init__(self, progress: FlightProgress, name: str):
         self.progress, self.name = progress, name
@@ -349,46 +320,51 @@ class _ImageStatus:
 # ------------------------------------------------------------------ the runner
 
 
+@RUNNERS.register("in_flight", help="in_flight, several images at once on this machine, their model calls stacked",
+                  aliases=("in-flight", "flight"))
 def run_in_flight(
-    items: Iterable[Any],
-    parts: Any,
+    prepared: Prepared,
+    items: Iterable[ImageInput],
     *,
-    in_flight: int | None = None,
     n_images: int | None = None,
     bars: Any = None,
+    in_flight: int | None = None,
     max_stack: int | None = None,
-) -> Iterator[Any]:
-    """Explain ``items`` (:class:`~capshap.run.ImageInput`) with up to ``in_flight`` images
-    at once; yields an :class:`~capshap.run.Outcome` per input in completion order.
+) -> Iterator[Outcome]:
+    """Explain ``items`` with up to ``in_flight`` images at once (default: the settings'
+    ``in_flight``, else 2 to 4 by the cores); yields an :class:`Outcome` per input in
+    completion order.
 
     Inputs are read lazily (at most ``in_flight`` loaded images are held). A failing image
     gives an Outcome with ``error``; the others go on. ``max_stack``: most masked images per
     stacked model call (default: ``in_flight * settings.batch_size``).
     """
-    from capshap.run import Outcome, _reason, outcome_of
-
+    parts = prepared.parts
     s = parts.settings
+    if in_flight is None:
+        in_flight = s.in_flight
     if in_flight is None:  # in flight was asked for: at least 2, up to the cores (4 at most) on CPU
-        in_flight = max(default_in_flight(s.device, parts.captioner), min(4, max(2, os.cpu_count() or 1)))
+        in_flight = min(4, max(2, os.cpu_count() or 1))
     k = int(in_flight)
     if k < 1:
         raise ValueError(f"in_flight must be an integer >= 1, got {in_flight!r}")
+    if k > 1 and not str(s.device or "cpu").startswith(("cuda", "mps")) and parts.captioner is not None \
+            and not concurrent_calls(parts.captioner):
+        logger.warning("%d images in flight on a CPU with a local model: expect no speed-up over a serial run "
+                       "(one model thread does every forward pass, and stacking changes values by ~1e-6); "
+                       "in flight pays off on a GPU or with a captioner behind a server", k)
     batcher = Batcher(max_stack if max_stack is not None else k * s.batch_size + 2)
-    routed = routed_parts(parts, batcher)
+    route = BatcherRoute(batcher)
     progress = FlightProgress(bars, n_images, s.max_evals)
     n = n_images if n_images is not None else 2
 
-    def job(item: Any) -> Any:
+    def job(item: ImageInput) -> Outcome:
         status = progress.for_image(item.name)
         status.status("captioning")
         try:
-            res = outcome_of(item, routed, n_images=n, bars=status)
+            return outcome_of(item, parts, n_images=n, bars=status, route=route)
         finally:
             progress.image_done(item.name)
-        if res.explanation is not None:
-            exp = res.explanation
-            exp.params["scorer"] = routed.scorer.names.get(exp.caption, exp.params["scorer"])
-        return res
 
     pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="capshap-image")
     pending: set[Future] = set()
@@ -403,9 +379,8 @@ def run_in_flight(
                     exhausted = True
                     break
                 if item.error is not None or item.array is None:
-                    reason = getattr(item.error, "reason", None) or _reason(item.error or ValueError("not loaded"))
                     progress.image_done(item.name)
-                    yield Outcome(item.name, item.source, error=reason, stage="loading", exception=item.error)
+                    yield outcome_of(item, parts)
                     continue
                 pending.add(pool.submit(job, item))
             if not pending:
@@ -422,4 +397,3 @@ def run_in_flight(
         pool.shutdown(wait=True, cancel_futures=True)
         progress.close()
         logger.info("in flight: %d model calls served %d requests", batcher.calls, batcher.requests)
-

@@ -1,14 +1,16 @@
 """Ray: the image list sharded over actors on a Ray cluster (``--ray [ADDRESS]``).
 
-Each actor builds the run's parts once from the run's :class:`~capshap.settings.Settings`
-(the captioner and scorer from their registry specs, on a GPU where ``gpus_per_worker``
-asks for one) and explains the images it is given with the in-flight runner's machinery:
-it is a threaded actor whose concurrent calls (one per image, up to ``in_flight``) share one
-:class:`~capshap.flight.Batcher`, so their batches are stacked into one model call.
+Each actor builds the run's parts once from the run's :class:`~capshap.job.Plan` (its
+:class:`~capshap.settings.Settings`: the captioner and scorer from their registry specs, on
+a GPU where ``gpus_per_worker`` asks for one) and explains the images it is given with the
+in-flight runner's machinery: it is a threaded actor whose concurrent calls (one per image,
+up to ``in_flight``) share one :class:`~capshap.runners.flight.Batcher`, so their batches
+are stacked into one model call. The driver builds no model: a given caption is checked
+by the first actor before any image is handed out.
 
 The driver hands images out as actors free up (so a slow image does not hold a shard
-back), yields each :class:`~capshap.run.Outcome` as it comes back (the CLI writes it to the
-run folder then), and counts progress. An image whose worker died (the process exited or
+back), yields each :class:`~capshap.job.Outcome` as it comes back (the run owner writes it
+to the run folder then), and counts progress. An image whose worker died (the process exited or
 was killed) is given to a fresh actor once more; a second death fails only that image.
 
 Secrets: keys are never pickled (capshap's ``Secret`` refuses to be). Workers read them
@@ -22,9 +24,11 @@ import logging
 import os
 import pickle
 import socket
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from capshap.job import ImageInput, Outcome, Plan, Prepared, outcome_of
+from capshap.runners import RUNNERS
 
 logger = logging.getLogger(__name__)
 
@@ -71,27 +75,21 @@ def check_address(address: str | None, timeout: float = _CONNECT_TIMEOUT_S) -> N
                              "'ray start --head' or check the address") from None
 
 
-def recipe_of(parts: Any) -> dict[str, Any]:
-    """What a worker needs to rebuild ``parts``: the settings, plus any object passed by
-    hand (which must then pickle). Raises ValueError saying what cannot travel."""
-    recipe: dict[str, Any] = {"settings": parts.settings}
-    s = parts.settings
-    if parts.masker is not None:
+def recipe_of(plan: Plan) -> Plan:
+    """``plan``, checked to travel to the workers: any object passed by hand must pickle
+    (specs are rebuilt there). Raises ValueError saying what cannot travel."""
+    if plan.masker is not None:
         raise ValueError("the Ray runner cannot ship a masker object to its workers; use tree= and mask= specs")
-    objects = {}
-    if s.captioner is None and parts.captioner is not None:
-        objects["captioner"] = parts.captioner
-    if s.scorer is None:
-        objects["scorer"] = parts.scorer
-    if parts.tree is not None:
-        objects["tree"] = parts.tree
-    if s.mask == "image":
-        objects["mask"] = parts.fill
+    objects = {"captioner": plan.captioner, "scorer": plan.scorer, "tree": plan.tree}
+    if plan.settings.mask == "image":
+        objects["mask"] = plan.fill
     try:  # what Ray itself uses: sends functions and local classes by value
         from ray import cloudpickle as dumper
     except ImportError:  # pragma: no cover - ray is needed to run anyway
         dumper = pickle
     for key, obj in objects.items():
+        if obj is None:
+            continue
         try:
             dumper.dumps(obj)
         except Exception as e:  # noqa: BLE001 - any pickling failure says the same
@@ -100,8 +98,7 @@ def recipe_of(parts: Any) -> dict[str, Any]:
                 f"{type(obj).__name__} cannot be sent there ({_first_line(e)}); give it as a spec "
                 f"(--{key} / settings.{key}) so workers build their own (keys come from their environment)"
             ) from None
-    recipe.update(objects)
-    return recipe
+    return plan
 
 
 def _first_line(e: BaseException) -> str:
@@ -116,77 +113,90 @@ def _env_vars() -> dict[str, str]:
 class _Worker:
     """The actor: parts built once, concurrent ``explain`` calls share one batcher."""
 
-    def __init__(self, recipe: dict[str, Any], n_images: int):
-        from capshap.flight import Batcher, routed_parts
-        from capshap.run import prepare
+    def __init__(self, plan: Plan, n_images: int):
+        from capshap.runners.flight import Batcher, BatcherRoute
 
-        s = recipe["settings"]
-        parts = prepare(s, captioner=recipe.get("captioner"), scorer=recipe.get("scorer"),
-                        tree=recipe.get("tree"), mask=recipe.get("mask"))
-        # prepare() records objects as None/"custom"; keep the driver's settings as stored
-        parts.settings = s
-        self.parts = parts
+        self.setup: tuple[str, ...] | None = None
+        try:
+            self.parts = Prepared(plan).parts  # binds a given caption: a bad one fails here
+        except ValueError as e:  # kept for the driver, which reports it as a usage error
+            self.setup = _setup_error(e)
+            return
         self.batcher = Batcher(4096)
-        self.routed = routed_parts(parts, self.batcher)
+        self.route = BatcherRoute(self.batcher)
         self.n_images = n_images
 
     def ping(self) -> int:
         return os.getpid()
 
-    def explain(self, item: Any) -> Any:
-        from capshap.run import ImageFailure, Outcome, explain_input
+    def setup_error(self) -> tuple[str, ...] | None:
+        """Why the parts could not be built here (see :func:`_setup_error`), or None."""
+        return self.setup
 
-        t0 = time.perf_counter()
-        try:
-            exp = explain_input(item, self.routed, n_images=self.n_images)
-        except ImageFailure as f:
-            # the exception object may not pickle; its text travels
-            return Outcome(item.name, item.source, error=str(f), stage=f.stage, seconds=time.perf_counter() - t0)
-        exp.params["scorer"] = self.routed.scorer.names.get(exp.caption, exp.params["scorer"])
-        return Outcome(item.name, item.source, exp, caption=exp.caption, seconds=time.perf_counter() - t0)
+    def explain(self, item: ImageInput) -> Outcome:
+        if self.setup is not None:
+            return Outcome(item.name, item.source, error=f"the worker could not build the run: {self.setup[-1]}",
+                           stage="worker")
+        res = outcome_of(item, self.parts, n_images=self.n_images, route=self.route)
+        res.exception = None  # the exception object may not pickle; its text travels
+        return res
 
 
+def _setup_error(e: ValueError) -> tuple[str, ...]:
+    """A build error as plain strings (exceptions with their own constructors do not
+    survive pickling): ("setting", name, value, reason), ("spec", option, value, reason)
+    or ("other", message)."""
+    from capshap.registry import SpecError
+    from capshap.settings import SettingError
+
+    if isinstance(e, SettingError):
+        return ("setting", e.setting, str(e.value), e.reason)
+    if isinstance(e, SpecError):
+        return ("spec", e.option, str(e.value), e.reason)
+    return ("other", _first_line(e))
+
+
+def _raise_setup_error(err: tuple[str, ...]) -> None:
+    from capshap.registry import SpecError
+    from capshap.settings import SettingError
+
+    if err[0] == "setting":
+        raise SettingError(err[1], err[2], err[3])
+    if err[0] == "spec":
+        raise SpecError(err[1], err[2], err[3])
+    raise RayUnavailable(f"the Ray workers could not build the run: {err[-1]}")
+
+
+@RUNNERS.register("ray", help="ray, the images sharded over the actors of a Ray cluster (--ray [ADDRESS])")
 def run_ray(
-    items: Iterable[Any],
-    parts: Any,
+    prepared: Prepared,
+    items: Iterable[ImageInput],
     *,
-    address: str | None = None,
-    workers: int | None = None,
-    gpus_per_worker: float = 0,
-    in_flight: int | None = None,
     n_images: int | None = None,
     bars: Any = None,
     cpus_per_worker: float = 1,
-) -> Iterator[Any]:
-    """Explain ``items`` on Ray actors; yields an :class:`~capshap.run.Outcome` per input
-    in completion order.
+) -> Iterator[Outcome]:
+    """Explain ``items`` on Ray actors; yields an :class:`Outcome` per input in completion
+    order.
 
-    Parameters
-    ----------
-    address : str, optional
-        A running cluster (``HOST:PORT`` or ``ray://HOST:PORT``); None uses the Ray this
-        process already joined, else starts a local one. Checked first: an address that
-        does not answer fails in one line within a few seconds.
-    workers : int, optional
-        Actors (default: the cluster's CPUs / ``cpus_per_worker``, or its GPUs /
-        ``gpus_per_worker``, at most the number of images).
-    gpus_per_worker : float
-        GPUs each actor asks Ray for (0: CPU actors).
-    in_flight : int, optional
-        Images explained at once by each actor (default: 8 on a GPU, else 2).
+    From the settings: ``ray_address`` (a running cluster, ``HOST:PORT`` or
+    ``ray://HOST:PORT``; None uses the Ray this process already joined, else starts a
+    local one; an address that does not answer fails in one line within a few seconds),
+    ``workers`` (actors; default: the cluster's CPUs / ``cpus_per_worker``, or its GPUs /
+    ``gpus_per_worker``, at most the number of images), ``gpus_per_worker`` (GPUs each
+    actor asks for; 0: CPU actors) and ``in_flight`` (images at once per actor; default 8
+    on a GPU, else 2). The driver builds no model.
     """
-    from capshap.flight import FlightProgress
-    from capshap.run import Outcome, _reason
+    from capshap.runners.flight import FlightProgress
 
+    s = prepared.settings
     ray = _import_ray()
+    address = s.ray_address
     if address in ("", "local"):
         address = None
-    recipe = recipe_of(parts)  # before any cluster work: a bad object fails at once
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    if gpus_per_worker < 0:
-        raise ValueError(f"gpus_per_worker must be >= 0, got {gpus_per_worker!r}")
-    k = int(in_flight) if in_flight is not None else (8 if gpus_per_worker > 0 else 2)
+    plan = recipe_of(prepared.plan)  # before any cluster work: a bad object fails at once
+    workers, gpus_per_worker = s.workers, float(s.gpus_per_worker)
+    k = int(s.in_flight) if s.in_flight is not None else (8 if gpus_per_worker > 0 else 2)
     check_address(address)
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"runtime_env": {"env_vars": _env_vars()}, "logging_level": logging.WARNING,
@@ -210,14 +220,20 @@ def run_ray(
         num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=k, runtime_env=env,
     )
     n = n_images if n_images is not None else 2
-    recipe_ref = ray.put(recipe)
+    plan_ref = ray.put(plan)
 
     def new_actor() -> Any:
-        return actor_cls.remote(recipe_ref, n)
+        return actor_cls.remote(plan_ref, n)
 
     actors = [new_actor() for _ in range(workers)]
+    # the first actor's build checks the plan (a given caption included) before any image
+    err = ray.get(actors[0].setup_error.remote())
+    if err is not None:
+        for a in actors:
+            ray.kill(a)
+        _raise_setup_error(err)
     load = {i: 0 for i in range(workers)}
-    progress = FlightProgress(bars, n_images, parts.settings.max_evals)
+    progress = FlightProgress(bars, n_images, s.max_evals)
     running: dict[Any, tuple[int, Any, int]] = {}  # ref -> (actor index, item, tries)
     retry: list[tuple[Any, int]] = []
     it = iter(items)
@@ -239,9 +255,8 @@ def run_ray(
                         continue
                     tries = 0
                     if item.error is not None or item.array is None:
-                        reason = getattr(item.error, "reason", None) or _reason(item.error or ValueError("not loaded"))
                         progress.image_done(item.name)
-                        yield Outcome(item.name, item.source, error=reason, stage="loading", exception=item.error)
+                        yield outcome_of(item, None)  # type: ignore[arg-type] - a loading failure needs no parts
                         continue
                 else:
                     break
