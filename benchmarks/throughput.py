@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         import torch
 
+        if not torch.cuda.is_available():
+            ap.error(f"--device {args.device}: no CUDA GPU is visible here")
         gpus = torch.cuda.device_count()
     per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (
         gpus / args.workers if cuda else 0)

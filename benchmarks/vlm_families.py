@@ -106,11 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--model-size", choices=("tiny",) + SIZES, default="tiny",
                    help="tiny: every family at hidden size 32; blip-base / 2b: one model at that size")
-    p.add_argument("--dtype", default=None, help="weight dtype of a sized model (float32, bfloat16, float16)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                   help="weight dtype of a sized model (default float32)")
     p.add_argument("--build-only", action="store_true",
                    help="with --model-size: build on the meta device, print the parameter count and stop")
     p.add_argument("--no-batch-1", action="store_true", help="skip the one-image-at-a-time comparison")
     args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available() and not args.build_only:
+        p.error(f"--device {args.device}: no CUDA GPU is visible here")
     if args.device == "cpu":
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     dtype = getattr(torch, args.dtype) if args.dtype else None

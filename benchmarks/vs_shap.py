@@ -267,6 +267,8 @@ def main(argv=None) -> int:
     from capshap.scoring.surrogate import SurrogateScorer
 
     dev = args.device
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {dev}: no CUDA GPU is visible here")
     print(f"# capshap vs shap: max_evals={args.max_evals} batch_size={args.batch_size} mask={args.mask} "
           f"device={dev} ({torch.cuda.get_device_name(0) if dev.startswith('cuda') else f'{os.cpu_count()} CPUs'}) "
           f"torch threads={torch.get_num_threads()}")
