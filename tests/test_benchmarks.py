@@ -36,8 +36,9 @@ ROWS: dict[str, list[str]] = {
     "openai_server.py": ["--images", "1", "--evals", "8", "--batch", "8"],
     "overlap.py": ["--photos", "1", "--max-side", "64", "--max-evals", "8", "--batch-size", "8"],
     "planted_object.py": ["--fills", "grey", "--max-evals", "20"],
-    "render_size.py": ["--photos", "1", "--max-side", "64", "--max-evals", "8", "--batch-size", "8", "--steps", "3",
-                       "--random-orders", "1"],
+    # 240 px: above the captioner's 224, so "auto" renders smaller than "full"
+    "render_size.py": ["--photos", "1", "--max-side", "240", "--max-evals", "8", "--batch-size", "8", "--steps", "3",
+                       "--random-orders", "1", "--mask", "blur(5,5)"],
     "throughput.py": ["--images", "2", "--max-evals", "8", "--max-side", "64", "--runners", "serial,in_flight",
                       "--captioners", "builtin,azure", "--latency", "0"],
     "trees.py": ["--axis-sizes", "32x32,32x32c", "--segment-size", "64x48", "--segments", "8", "--repeats", "1"],
