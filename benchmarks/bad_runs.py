@@ -3,6 +3,7 @@ case with what happened (exit code, clear message, traceback, data lost).
 
     python benchmarks/bad_runs.py            # the table (about a minute)
     python benchmarks/bad_runs.py -v         # also each case's message
+    python benchmarks/bad_runs.py --cases "corrupt jpeg"   # only the cases whose name holds a text
 
 Each case runs ``capshap`` in a subprocess (bounded in time) on files made here, next to
 two good images, and checks: the exit code; that stderr has no Python traceback; that the
@@ -135,6 +136,7 @@ def cases(tmp: Path):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--cases", nargs="+", metavar="TEXT", help="only the cases whose name contains one of these")
     args = ap.parse_args()
     rows = []
     os.environ["AZURE_VISION_ENDPOINT"] = "http://127.0.0.1:9"
@@ -142,6 +144,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for category, name, prep in cases(tmp):
+            if args.cases and not any(c in name for c in args.cases):
+                continue
             argv, cwd, stems, out, src, script, script_args = prep()
             before = {p: sha(p) for p in src.rglob("*") if p.is_file() and not p.is_symlink() and not p.is_fifo()}
             try:

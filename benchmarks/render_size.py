@@ -38,20 +38,13 @@ sys.path.insert(0, HERE)
 
 
 def explain(img, scorer, captioner, render_size, **kw):
-    """capshap.explain_image with the masker rendering at ``render_size`` (full/auto/N).
-
-    run.py does not take a render size yet (the lead wires Settings.render_size); until
-    then this passes it to the Masker that explain_image builds.
-    """
-    import capshap.run as run
-    from capshap.masking import Masker, render_shape
+    """capshap.explain_image with the masks rendered at ``render_size`` (full/auto/N):
+    (explanation, the (h, w) render size or None for full size)."""
+    from capshap import explain_image
+    from capshap.masking import render_shape
 
     size = render_shape(img.shape, render_size, captioner)
-    run.Masker = lambda *a, **k: Masker(*a, render_size=size, **k)
-    try:
-        return run.explain_image(img, scorer, **kw), size
-    finally:
-        run.Masker = Masker
+    return explain_image(img, scorer, render_size=size, **kw), size
 
 
 def region_sums(tree, values, depth):

@@ -13,6 +13,12 @@ values is printed). Run it alone: it uses every core it is given.
 
     python benchmarks/throughput.py                               # the issue's numbers (slow on 2 cores)
     python benchmarks/throughput.py --images 8 --max-evals 60 --captioners builtin
+    python benchmarks/throughput.py --device cuda --captioners builtin   # Ray workers share the GPU
+
+On cuda the builtin captioner runs on the GPU; each Ray worker asks for
+``--gpus-per-worker`` of it (default: one GPU split over the workers). The serial run also
+prints its model share of the wall time (the scores come back to the host after every
+batch, so on cuda that is the GPU's busy share).
 """
 
 from __future__ import annotations
@@ -55,7 +61,10 @@ def measure(label: str, items: list, parts, **kw) -> tuple[float, dict]:
         outs[o.name] = o
     wall = time.perf_counter() - t0
     bad = [o for o in outs.values() if not o.ok]
-    print(f"  {label:<24} {len(items) / wall * 60:8.1f} images/min  ({wall:7.1f} s, {len(bad)} failed)", flush=True)
+    model = sum(o.explanation.timings.get("model", 0.0) for o in outs.values() if o.ok)
+    share = f", model {100 * model / wall:.0f}% of the wall time" if kw.get("runner") == "serial" else ""
+    print(f"  {label:<24} {len(items) / wall * 60:8.1f} images/min  ({wall:7.1f} s, {len(bad)} failed{share})",
+          flush=True)
     for o in bad[:3]:
         print(f"    {o.name}: {o.error}")
     return wall, outs
@@ -69,7 +78,7 @@ def diff(ref: dict, got: dict) -> str:
     return "bit for bit" if eq else f"max |diff| {max(d):.2e}"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--azure-images", type=int, default=None, help="images for the fake Azure runs (default: --images)")
@@ -80,8 +89,11 @@ def main() -> int:
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--captioners", default="builtin,azure")
     ap.add_argument("--runners", default="serial,in_flight,ray")
-    ap.add_argument("--device", default=None)
-    args = ap.parse_args()
+    ap.add_argument("--device", default=None, help="the builtin captioner's device (cpu, cuda, ...)")
+    ap.add_argument("--workers", type=int, default=2, help="Ray workers")
+    ap.add_argument("--gpus-per-worker", type=float, default=None,
+                    help="GPUs each Ray worker asks for (default on cuda: the GPUs split over the workers)")
+    args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests" / "captioners"))
     from capshap.flight import default_in_flight
     from capshap.run import prepare
@@ -89,8 +101,20 @@ def main() -> int:
 
     k = args.in_flight or default_in_flight(args.device)
     runners = args.runners.split(",")
+    cuda = bool(args.device) and args.device.startswith("cuda")
+    gpus = 0
+    if cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            ap.error(f"--device {args.device}: no CUDA GPU is visible here")
+        gpus = torch.cuda.device_count()
+    per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (
+        gpus / args.workers if cuda else 0)
+    where = f", {gpus} GPU(s) ({torch.cuda.get_device_name(0)})" if cuda else ""
     print(f"{args.images} images, max_evals {args.max_evals}, mask {args.mask}, in flight {k}, "
-          f"{os.cpu_count()} CPUs", flush=True)
+          f"{os.cpu_count()} CPUs{where}", flush=True)
+    failed = 0
     for cap in args.captioners.split(","):
         server = None
         items = dataset(args.azure_images or args.images, args.max_side) if cap == "azure" else dataset(
@@ -119,10 +143,12 @@ def main() -> int:
                     import ray
 
                     if not ray.is_initialized():
-                        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
+                        ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, include_dashboard=False, logging_level="ERROR",
                                  log_to_driver=False,
                                  runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
-                    _, outs = measure("ray, 2 workers", items, parts, runner="ray", workers=2, in_flight=k)
+                    _, outs = measure(f"ray, {args.workers} workers", items, parts, runner="ray", workers=args.workers,
+                                      in_flight=k, gpus_per_worker=per_worker if cap == "builtin" else 0)
+                failed += sum(not o.ok for o in outs.values())
                 if ref is None:
                     ref = outs
                 elif r != "serial":
@@ -131,7 +157,9 @@ def main() -> int:
             if server is not None:
                 print(f"    fake Azure: {server.total} requests, at most {server.max_in_flight} at once")
                 server.close()
-    return 0
+    if failed:
+        print(f"{failed} image runs failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

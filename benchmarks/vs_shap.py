@@ -22,6 +22,7 @@ captions, and the agreement with shap's values.
     python benchmarks/vs_shap.py --images examples/2.jpg --max-evals 100 --mask "blur(10,10)"
     python benchmarks/vs_shap.py --device cuda        # on a GPU machine
     python benchmarks/vs_shap.py --photos 2 --sizes 224 500 --render-size auto   # real photos, two sizes
+    python benchmarks/vs_shap.py --images examples/2.jpg --max-side 48 --max-evals 8 --lm tiny   # does it run?
 
 With ``--photos N`` the images are the first N of the eight sample photos of
 benchmarks/photos.py, loaded at each ``--sizes`` max side (224: like the examples, 500:
@@ -29,7 +30,12 @@ the CLI's default). ``--render-size`` (full, auto or N) is the size capshap rend
 at (the shap pipeline always masks at full size); the agreement columns compare with shap
 only at ``full``. Also printed: capshap's floor, the model's forward time plus the masking
 time spread over all cores (masking CPU seconds / cores), the ratio of the wall time to it,
-and the process's peak RSS after each run.
+and the process's peak RSS after each run, and per size and pipeline the images per minute.
+On cuda every timed forward pass ends in ``torch.cuda.synchronize()``, so the model share
+is the GPU's busy share.
+
+capshap's masking time comes from a Masker subclass handed to ``explain_image(masker=...)``
+(the engine's hook for a caller's masker; nothing in the package is replaced).
 """
 
 from __future__ import annotations
@@ -122,14 +128,23 @@ def train_tokenizer(extra_texts):
     )
 
 
-def distilbart_xsum_12_6(tokenizer, device):
-    """BART with distilbart-xsum-12-6's configuration and random weights."""
+#: Surrogate LM sizes (``--lm``): distilbart-xsum-12-6's configuration, and a tiny one
+#: that only checks the script runs (the test suite uses it).
+LM_SIZES = {
+    "distilbart": dict(vocab_size=50264, d_model=1024, encoder_layers=12, decoder_layers=6, encoder_attention_heads=16,
+                       decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096),
+    "tiny": dict(vocab_size=4000, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                 decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64),
+}
+
+
+def distilbart_xsum_12_6(tokenizer, device, size="distilbart"):
+    """BART with distilbart-xsum-12-6's configuration (or ``size`` of :data:`LM_SIZES`), random weights."""
     import torch
     from transformers import BartConfig, BartForConditionalGeneration
 
     cfg = BartConfig(
-        vocab_size=50264, d_model=1024, encoder_layers=12, decoder_layers=6,
-        encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
+        **LM_SIZES[size],
         max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
         forced_bos_token_id=tokenizer.bos_token_id, scale_embedding=False, normalize_before=False,
@@ -139,10 +154,11 @@ def distilbart_xsum_12_6(tokenizer, device):
     return model
 
 
-def load_images(paths):
+def load_images(paths, max_side=None):
     import capshap
 
-    return [(os.path.splitext(os.path.basename(p))[0], capshap.load_image(p)) for p in paths]
+    kw = {} if max_side is None else {"max_side": max_side}
+    return [(os.path.splitext(os.path.basename(p))[0], capshap.load_image(p, **kw)) for p in paths]
 
 
 def run_shap(img, captioner, lm, tok, clock, mask, max_evals, batch_size, device):
@@ -168,62 +184,57 @@ def run_shap(img, captioner, lm, tok, clock, mask, max_evals, batch_size, device
             "values": np.asarray(sv.values[0]), "tokens": list(sv.output_names) if sv.output_names is not None else None}
 
 
-class CpuTimedMasker:
-    """Wraps capshap.masking.Masker to add up the CPU seconds its render threads spend."""
+def cpu_timed_masker(img, tree, mask, render_size):
+    """A capshap Masker that adds up the CPU seconds its render threads spend (``.cpu``).
 
-    def __init__(self, masker):
-        self.masker = masker
-        self.cpu = 0.0
-        orig = masker.apply_rendered
+    Handed to ``explain_image(masker=...)``, the engine's hook for a caller's own masker:
+    the same Masker explain_image would build (same tree, fill and render size), so the
+    values do not change.
+    """
+    import threading
 
-        def timed(*a, **k):
+    from capshap.masking import Masker
+
+    class CpuTimedMasker(Masker):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.cpu = 0.0
+            self._lock = threading.Lock()
+
+        def _timed(self, fn, *a):
             t = time.thread_time()
             try:
-                return orig(*a, **k)
+                return fn(*a)
             finally:
-                self.cpu += time.thread_time() - t
+                with self._lock:
+                    self.cpu += time.thread_time() - t
 
-        vis = masker.visible_rendered
+        def apply_rendered(self, visible, out=None):
+            return self._timed(super().apply_rendered, visible, out)
 
-        def timed_vis(*a, **k):
-            t = time.thread_time()
-            try:
-                return vis(*a, **k)
-            finally:
-                self.cpu += time.thread_time() - t
+        def visible_rendered(self, coalition):
+            return self._timed(super().visible_rendered, coalition)
 
-        masker.apply_rendered = timed
-        masker.visible_rendered = timed_vis
+    return CpuTimedMasker(img, tree, mask, render_size=render_size)
 
 
 def run_capshap(img, captioner, factory, clock, mask, max_evals, batch_size, channels, render_size="full"):
-    import capshap.run as run
-    from capshap.masking import Masker, render_shape
+    from capshap import explain_image
+    from capshap.masking import render_shape
+    from capshap.regions import make_tree
 
     size = render_shape(img.shape, render_size, captioner)
-    made = []
-
-    def masker(*a, **k):  # run.py does not take a render size yet (the lead wires it)
-        m = CpuTimedMasker(Masker(*a, render_size=size, **k))
-        made.append(m)
-        return m.masker
-
     clock.reset()
     t = time.perf_counter()
     caption = captioner.caption([img])[0]
     scorer = factory.bind(caption) if hasattr(factory, "bind") else factory(caption)
-    run.Masker = masker
-    try:
-        exp = run.explain_image(img, scorer, mask=mask, max_evals=max_evals, batch_size=batch_size,
-                                channels=channels)
-    finally:
-        run.Masker = Masker
+    masker = cpu_timed_masker(img, make_tree("axis", img, channels=channels), mask, size)
+    exp = explain_image(img, scorer, max_evals=max_evals, batch_size=batch_size, masker=masker)
     wall = time.perf_counter() - t
     caps = exp.captions
     return {"wall": wall, "model": clock.seconds, "calls": clock.calls,
             "captions": (len(caps) if caps is not None else 0) + 1, "values": exp.values, "tokens": exp.tokens,
-            "timings": exp.timings, "n_evals": exp.n_evals, "mask_cpu": made[0].cpu if made else float("nan"),
-            "render": size}
+            "timings": exp.timings, "n_evals": exp.n_evals, "mask_cpu": masker.cpu, "render": size}
 
 
 def agreement(a, b):
@@ -247,6 +258,9 @@ def main(argv=None) -> int:
     ap.add_argument("--photos", type=int, default=0, help="use the first N sample photos (benchmarks/photos.py)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 500], help="max sides of the sample photos")
     ap.add_argument("--render-size", default="full", help="full, auto or N: capshap's render size")
+    ap.add_argument("--max-side", type=int, default=None, help="fit --images to this max side (default: as loaded)")
+    ap.add_argument("--lm", choices=sorted(LM_SIZES), default="distilbart",
+                    help="surrogate LM size (tiny: only checks that the script runs)")
     args = ap.parse_args(argv)
     if args.render_size not in ("full", "auto"):
         args.render_size = int(args.render_size)
@@ -259,6 +273,8 @@ def main(argv=None) -> int:
     from capshap.scoring.surrogate import SurrogateScorer
 
     dev = args.device
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {dev}: no CUDA GPU is visible here")
     print(f"# capshap vs shap: max_evals={args.max_evals} batch_size={args.batch_size} mask={args.mask} "
           f"device={dev} ({torch.cuda.get_device_name(0) if dev.startswith('cuda') else f'{os.cpu_count()} CPUs'}) "
           f"torch threads={torch.get_num_threads()}")
@@ -269,7 +285,7 @@ def main(argv=None) -> int:
     texts = [f"a photo of a {lab}" for lab in labels] * 2
     tok = train_tokenizer(texts)
     t = time.perf_counter()
-    lm = clock.wrap(distilbart_xsum_12_6(tok, dev))
+    lm = clock.wrap(distilbart_xsum_12_6(tok, dev, args.lm))
     print(f"# surrogate LM built in {time.perf_counter() - t:.1f} s "
           f"({sum(p.numel() for p in lm.parameters()) / 1e6:.0f} M parameters)")
     surrogate = SurrogateScorer(captioner, lm, tok, device=dev, batch_size=args.batch_size)
@@ -286,7 +302,7 @@ def main(argv=None) -> int:
 
         inputs = [(f"{n}", im, side) for side in args.sizes for n, im in photos(side, NAMES[: args.photos])]
     else:
-        inputs = [(n, im, max(im.shape[:2])) for n, im in load_images(args.images)]
+        inputs = [(n, im, max(im.shape[:2])) for n, im in load_images(args.images, args.max_side)]
     for name, img, side in inputs:
         res = {}
         rss = {}
@@ -322,12 +338,15 @@ def main(argv=None) -> int:
                   f"{row['rss']:.0f} |", flush=True)
     print()
     print(f"render size: {args.render_size}")
-    print("| max side | pipeline | median wall s | median ratio to shap | median model share | median wall / floor |")
-    print("|---|---|---|---|---|---|")
+    # on cuda the model share is the GPU's busy share (every timed forward ends in torch.cuda.synchronize)
+    print("| max side | pipeline | median wall s | images / min | median ratio to shap | median model share "
+          "| median wall / floor |")
+    print("|---|---|---|---|---|---|---|")
     groups = dict.fromkeys((r["side"], r["pipeline"]) for r in rows)
     for side, key in groups:
         sel = [r for r in rows if r["pipeline"] == key and r["side"] == side]
-        print(f"| {side} | {key} | {statistics.median(r['wall'] for r in sel):.2f} | "
+        wall = statistics.median(r["wall"] for r in sel)
+        print(f"| {side} | {key} | {wall:.2f} | {60 / wall:.1f} | "
               f"{statistics.median(r['ratio'] for r in sel):.1f}x | "
               f"{100 * statistics.median(r['share'] for r in sel):.0f}% | "
               f"{statistics.median(r['to_floor'] for r in sel):.2f} |")

@@ -60,7 +60,6 @@ __all__ = [
     "make_fill",
     "parse_fill",
     "fill_help",
-    "FILL_HELP",
     "render_shape",
     "thread_split",
     "CROP_MARGIN",
@@ -389,10 +388,6 @@ FILLS.register("image", parse=_image, help="a background image array")
 def fill_help() -> str:
     """One line naming every registered fill (for --help and errors)."""
     return FILLS.help_text()
-
-
-FILL_HELP = fill_help()
-"""The fills registered when capshap loads; :func:`fill_help` includes later ones."""
 
 
 def make_fill(fill: Fill) -> FillKind:

@@ -73,11 +73,6 @@ class OwenResult:
         """Distinct coalitions evaluated (model evaluations)."""
         return len(self.coalitions)
 
-    def dense_node_values(self, n_nodes: int) -> np.ndarray:
-        out = np.zeros((n_nodes, self.node_values.shape[1]))
-        out[self.nodes] = self.node_values
-        return out
-
 
 def check_params(max_evals: int, batch_size: int, fixed_context: object) -> None:
     """Raise a ValueError that names the value for bad engine parameters."""

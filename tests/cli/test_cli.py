@@ -21,7 +21,7 @@ from PIL import Image
 from capshap import Explanation, FunctionCaptioner
 from capshap.cli import build_parser, main
 from capshap.captioners import build_captioner
-from capshap.regions import parse_tree
+from capshap.regions import TREES
 from capshap.regions.user import resize_nearest
 from capshap.registry import SpecError, parse_options
 from capshap.scoring import build_scorer
@@ -257,14 +257,14 @@ def test_build_captioner_errors(monkeypatch):
         build_captioner("builtin:x")
 
 
-def test_parse_tree_and_resize(tmp_path):
-    assert parse_tree("slic").for_image("a.jpg", np.zeros((4, 4, 3), np.uint8)) == "slic"
+def test_tree_specs_and_resize(tmp_path):
+    assert TREES.create("slic").for_image("a.jpg", np.zeros((4, 4, 3), np.uint8)) == "slic"
     with pytest.raises(SpecError, match="masks:FOLDER takes a folder"):
         (tmp_path / "f.png").write_bytes(b"x")
-        parse_tree(f"masks:{tmp_path / 'f.png'}")
+        TREES.create(f"masks:{tmp_path / 'f.png'}")
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpecError, match="mask list is empty"):
-        parse_tree(f"masks:{tmp_path / 'empty'}")
+        TREES.create(f"masks:{tmp_path / 'empty'}")
     a = np.arange(6).reshape(2, 3)
     up = resize_nearest(a, 4, 6)
     np.testing.assert_array_equal(up[::2, ::2], a)
@@ -273,7 +273,7 @@ def test_parse_tree_and_resize(tmp_path):
     lab = np.zeros((40, 80), np.uint8)
     lab[:, 40:] = 3
     Image.fromarray(lab).save(tmp_path / "lab.png")
-    src = parse_tree(f"labels:{tmp_path / 'lab.png'}")
+    src = TREES.create(f"labels:{tmp_path / 'lab.png'}")
     out = src.for_image("x.jpg", np.zeros((20, 40, 3), np.uint8), original_size=(40, 80))
     assert out.shape == (20, 40) and set(np.unique(out[:, :20])) == {0} and set(np.unique(out[:, 20:])) == {3}
 
@@ -368,15 +368,6 @@ def test_evaluate_wiring(run, tmp_path, capsys):
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert {r["image"] for r in metrics["rows"]} == {"1.jpg", "2.jpg", "3.jpg", "4.jpg"}
     assert (tmp_path / "m" / "metrics.md").exists()
-
-
-def test_output_names_never_collide():
-    from capshap.cli.output import out_stem as _out_stem
-
-    used: set[str] = set()
-    assert [_out_stem(n, used) for n in ["2.jpg", "2.png", "sub/2.jpg", "2_2.jpg", "../x.jpg"]] == [
-        "2", "2_2", "sub/2", "2_2_2", "x"
-    ]
 
 
 def test_parse_generate():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from capshap.text import printable
 
-__all__ = ["Row", "err", "out_stem", "print_summary"]
+__all__ = ["Row", "err", "print_summary"]
 
 
 @dataclass
@@ -36,20 +36,6 @@ def err(msg: str) -> None:
         tqdm.write(text, file=sys.stderr)
     except ImportError:  # pragma: no cover
         print(text, file=sys.stderr)
-
-
-def out_stem(name: str, used: set[str]) -> str:
-    """A collision-free output stem for image ``name`` (its relative path without the
-    extension); ``used`` collects the stems given so far (case-insensitively)."""
-    stem = Path(name).with_suffix("").as_posix()
-    stem = "/".join(part for part in stem.split("/") if part not in ("", ".", ".."))
-    stem = stem or "image"
-    cand, k = stem, 2
-    while cand.lower() in used:
-        cand = f"{stem}_{k}"
-        k += 1
-    used.add(cand.lower())
-    return cand
 
 
 def print_summary(rows: list[Row], out: Path, page: Path | None, wall: float, total: int | None = None) -> None:

@@ -20,7 +20,7 @@ from capshap.regions.tree import Tree
 from capshap.regions.user import TreeSource, has_mask_images
 from capshap.registry import Registry, SpecError
 
-__all__ = ["TREES", "SEGMENT_METHODS", "Tree", "TreeSpec", "axis_aligned", "make_tree", "parse_tree"]
+__all__ = ["TREES", "SEGMENT_METHODS", "Tree", "TreeSpec", "axis_aligned", "make_tree"]
 
 #: Superpixel methods (scikit-image) that segment trees can start from.
 SEGMENT_METHODS = ("slic", "felzenszwalb", "quickshift")
@@ -76,11 +76,6 @@ def _is_image(p: Path) -> bool:
     from capshap.images import is_image_path
 
     return is_image_path(p)
-
-
-def parse_tree(spec: str) -> TreeSource:
-    """Parse a ``--tree`` spec; checks that files and folders exist. Raises SpecError."""
-    return TREES.create(spec)
 
 
 def make_tree(spec: TreeSpec, image: np.ndarray, *, channels: bool = False, n_segments: int = 64) -> Tree:
