@@ -264,6 +264,8 @@ def summary_html(summary: Mapping[str, Any], title: str = "capshap: words across
     silent = [w for w in words_ if not w.get("credit", True)]
     has_regions = any(w.get("images_with_regions") for w in words_)
     has_labels = any(w.get(k) for w in words_ for k in LABELS)
+    label_cols = [k for k in LABELS if any(w.get(k) for w in table)]  # all-zero label columns are left out
+    totals = {k: sum(int(w.get(k) or 0) for w in words_) for k in LABELS}
     has_prior = any(w.get("mean_prior") is not None for w in words_)
 
     def num(v: Any, fmt: str) -> str:
@@ -287,21 +289,21 @@ def summary_html(summary: Mapping[str, Any], title: str = "capshap: words across
 
     head = ["word", "images"]
     if has_labels:
-        head += [f'<span title="{text(MEANING[k])}">{SYMBOL[k]} {k}</span>' for k in LABELS]
+        head += [f'<span title="{text(MEANING[k])}">{SYMBOL[k]} {k}</span>' for k in label_cols]
     if has_prior:
         head.append('<span title="mean score with the image all masked">mean prior</span>')
     head.append('<span title="mean score on the image minus the prior; the values sum to it">mean evidence</span>')
     if has_regions:
         head += ["mean share inside", "images with regions", "mostly outside"]
     if has_labels:
-        head.append("images")
+        head.append("which images")
     rows = []
     for w in table:
         cells = [f'<td class="word">{text(w["word"])}</td>', f'<td class="n">{int(w.get("images") or 0)}</td>']
         if has_labels:
-            for k in LABELS:
+            for k in label_cols:
                 c = int(w.get(k) or 0)
-                cells.append(f'<td class="n{" g" if c else ""}" data-grounding="{k if c else ""}">{c}</td>')
+                cells.append(f'<td class="n c" data-grounding="{k if c else ""}">{c}</td>')
         if has_prior:
             cells.append(f'<td class="n">{num(w.get("mean_prior"), "+.3g")}</td>')
         cells.append(f'<td class="n">{num(w.get("mean_credit"), "+.3g")}</td>')
@@ -322,7 +324,10 @@ def summary_html(summary: Mapping[str, Any], title: str = "capshap: words across
         intro.append(
             "Per word, in how many images it is "
             + ", ".join(f'<span class="g" data-grounding="{k}">{SYMBOL[k]} {k}</span> ({text(MEANING[k])})' for k in LABELS)
-            + ". Evidence is the score on the image minus the score with it all masked (the prior). "
+            + ". Across the run: "
+            + ", ".join(f"{totals[k]} {k}" for k in LABELS)
+            + " (a word counted once per image). Evidence is the score on the image minus the score with it "
+            "all masked (the prior). "
             "Words contradicted or prior-driven in the most images come first: those are the ones to audit."
         )
     if has_regions:
@@ -334,7 +339,8 @@ def summary_html(summary: Mapping[str, Any], title: str = "capshap: words across
                 + (f" &hellip; (+{len(silent) - 200})" if len(silent) > 200 else "") + "</p>")
     css = _SUMMARY_CSS
     for k in LABELS:
-        css += f'[data-grounding="{k}"].g,[data-grounding="{k}"].in{{background:{BACKGROUND[k]};border-color:{BORDER[k]}}}'
+        css += (f'[data-grounding="{k}"].g,[data-grounding="{k}"].in{{background:{BACKGROUND[k]};border-color:{BORDER[k]}}}'
+                f'td.c[data-grounding="{k}"]{{background:{BACKGROUND[k]}}}')
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -363,9 +369,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.word{font-weight:600}
 tr.audit td.word{color:#111}
 .g,.in{display:inline-block;padding:0 6px;border:1px solid #ccc;border-radius:4px;margin:1px 2px}
-td.g{display:table-cell;border-radius:0;border-width:0 0 1px 0;margin:0}
 [data-grounding="prior"].g,[data-grounding="prior"].in{border-style:dashed}
-td.g[data-grounding="prior"]{border-style:none none solid none}
 td.imgs{font-size:.9em}
 a{color:#357}
 .silent{font-size:.85em;color:#777;margin:.8em 0;overflow-wrap:anywhere}
