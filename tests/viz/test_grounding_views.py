@@ -99,6 +99,16 @@ def test_report_draws_at_most_max_words_and_lists_the_rest():
         Report(max_words=0)
 
 
+def test_notebook_view_of_many_words_shows_the_strongest_and_names_the_rest():
+    e = _many(300)
+    frag = e._repr_html_()
+    cells = [int(t[1:]) for t in re.findall(r'<span class="capshap-token"[^>]*>(w\d+)<br>', frag)]
+    ev = np.abs(e.evidence)
+    live = [t for t in range(300) if t % 3]
+    assert set(cells) == set(sorted(live, key=lambda t: -ev[t])[:REPORT_MAX_WORDS])
+    assert f"{300 - REPORT_MAX_WORDS} more words" in frag
+
+
 def test_png_draws_words_with_credit_and_lists_the_others(exp, tmp_path):
     fig = plot(exp)
     info = fig.capshap_info

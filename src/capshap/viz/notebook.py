@@ -23,8 +23,8 @@ from capshap.viz.plots import (
     value_scale,
 )
 from capshap.grounding import LABELS
-from capshap.viz.marks import BACKGROUND, BORDER, MEANING, SYMBOL, legend_text
-from capshap.viz.report import _data_uri, original_size, text
+from capshap.viz.marks import BACKGROUND, BORDER, MEANING, SYMBOL, legend_text, strongest_words
+from capshap.viz.report import MAX_WORDS, _data_uri, original_size, text
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -114,11 +114,13 @@ def _fmt(v: float) -> str:
     return f"{v:+.3g}" if np.isfinite(v) else str(v)
 
 
-def explanation_html(exp: "Explanation", token: int | str | None = None, side: int = INLINE_SIDE) -> str:
+def explanation_html(exp: "Explanation", token: int | str | None = None, side: int = INLINE_SIDE,
+                     max_words: int = MAX_WORDS) -> str:
     """An HTML fragment showing ``exp`` (see the module docstring).
 
     token: which token's heatmap to show (index or string); default the strongest one.
-    side: longest side in pixels of the inline pictures.
+    side: longest side in pixels of the inline pictures. max_words: at most this many
+    tokens are shown as cells (the strongest; the others are named in one line).
     """
     e = text
     tot = totals(exp)
@@ -141,9 +143,11 @@ def explanation_html(exp: "Explanation", token: int | str | None = None, side: i
         )
     grounding = exp.grounding()
     legend = legend_text(exp.grounding_thresholds)
+    T = len(exp.tokens)
+    shown = range(T) if T <= max_words else strongest_words(exp, max_words)
     cells = []
-    for t, tok in enumerate(exp.tokens):
-        g = grounding[t]
+    for t in shown:
+        tok, g = exp.tokens[t], grounding[t]
         border = "2px solid #222" if t == t_show else f"1px solid {BORDER[g.label]}"
         tip = f"{tok}: prior {_fmt(g.prior)}, evidence {_fmt(g.evidence)}; {g.label}: {MEANING[g.label]}"
         cells.append(
@@ -151,6 +155,12 @@ def explanation_html(exp: "Explanation", token: int | str | None = None, side: i
             'style="display:inline-block;margin:2px;padding:1px 6px;'
             f'border:{border};border-radius:4px;background:{BACKGROUND[g.label]};text-align:center">'
             f'{e(tok) or "&#9251;"}<br><small style="color:#555">{_fmt(float(tot[t]))} {SYMBOL[g.label]}</small></span>'
+        )
+    if T > max_words:
+        rest = [exp.tokens[t] for t in sorted(set(range(T)) - set(shown))]
+        cells.append(
+            f'<div class="capshap-rest" style="font-size:.8em;color:#777">{len(rest)} more words '
+            f'(the {max_words} strongest are shown): {e(", ".join(rest[:200]))}{" …" if len(rest) > 200 else ""}</div>'
         )
     counts = {k: sum(g.label == k for g in grounding) for k in LABELS}
     key = " &nbsp; ".join(
