@@ -192,6 +192,10 @@ class Explanation:
     def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``PATH.npz`` (arrays) and ``PATH.json`` (everything else); no pickle.
 
+        The JSON's ``grounding`` holds the thresholds and, per token, ``prior``,
+        ``evidence`` and ``label`` (see :meth:`grounding`); files without it load with the
+        default thresholds.
+
         Returns the two paths written.
         """
         npz, js = self._paths(path)

@@ -2,8 +2,11 @@
 
 :class:`Report` collects explanations one at a time (so a long run never holds them all in
 memory) and writes ``index.html``: for each image the photo, its caption, and one button
-per token. Hovering (or focusing) a token shows its heatmap over the photo, clicking pins
-it; a slider sets the heatmap opacity and a checkbox the segment outlines. Heatmaps are
+per token (at most ``max_words``, the strongest; the rest are named in one line), tinted and
+marked by its grounding label (see :mod:`capshap.grounding`). On load each image shows its
+strongest grounded word's heatmap (``#bare`` in the URL shows the bare photos); hovering
+(or focusing) a token shows its heatmap over the photo, clicking pins it; a slider sets the
+heatmap opacity and a checkbox the segment outlines. Heatmaps are
 pre-rendered RGBA PNG overlays in the colours and on the scale of :func:`capshap.viz.plots.plot`
 (one symmetric scale per image, shared by its tokens).
 
