@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from capshap.atomic import atomic_write
+from capshap.grounding import Thresholds, WordGrounding, ground, thresholds_from_json
 from capshap.jsonable import jsonable
 from capshap.regions.tree import Tree
 from capshap.settings import Settings, settings_from_legacy_params
@@ -60,6 +61,9 @@ class Explanation:
         A name for the image (its file stem).
     timings : dict
         Seconds spent per stage.
+    grounding_thresholds : Thresholds
+        Where a word's evidence (``outputs - base_values``) makes it grounded, prior-driven
+        or contradicted; see :mod:`capshap.grounding` and :meth:`grounding`. Saved with it.
     """
 
     values: np.ndarray
@@ -79,6 +83,7 @@ class Explanation:
     name: str = "image"
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    grounding_thresholds: Thresholds = field(default_factory=Thresholds)
 
     # -- convenience --------------------------------------------------------------------
     @property
@@ -94,6 +99,35 @@ class Explanation:
     def pixel_values(self) -> np.ndarray:
         """(H, W, T) float32: values with channels summed in channel mode."""
         return self.values.sum(axis=2) if self.values.ndim == 4 else self.values
+
+    # -- grounding: image evidence vs language prior (see capshap.grounding) -------------
+    @property
+    def prior(self) -> np.ndarray:
+        """(T,) float64: each token's score with the whole image masked (the base value)."""
+        return np.asarray(self.base_values, dtype=np.float64).copy()
+
+    @property
+    def evidence(self) -> np.ndarray:
+        """(T,) float64: ``outputs - base_values``, what the image adds to each token's
+        score; the token's values sum to it."""
+        return np.asarray(self.outputs, dtype=np.float64) - np.asarray(self.base_values, dtype=np.float64)
+
+    def grounding(self, grounded_above: float | None = None, contradicted_below: float | None = None) -> list[WordGrounding]:
+        """Per token: prior, evidence and a label, ``"grounded"`` (evidence above
+        ``grounded_above``), ``"contradicted"`` (below ``contradicted_below``) or
+        ``"prior"``. Thresholds not given come from :attr:`grounding_thresholds`
+        (default +0.5 / -0.5 score units); see :mod:`capshap.grounding`.
+
+        Returns
+        -------
+        list of :class:`capshap.grounding.WordGrounding`, one per token (T,)
+        """
+        th = self.grounding_thresholds.replace(grounded_above, contradicted_below)
+        return ground(self.base_values, self.outputs, self.tokens, th)
+
+    def labels(self, **thresholds: float) -> list[str]:
+        """(T,) grounding labels; keywords as in :meth:`grounding`."""
+        return [g.label for g in self.grounding(**thresholds)]
 
     def top_regions(self, k: int = 3) -> list[list[dict[str, Any]]]:
         """The ``k`` regions with the most positive credit, per token.
@@ -158,6 +192,10 @@ class Explanation:
     def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``PATH.npz`` (arrays) and ``PATH.json`` (everything else); no pickle.
 
+        The JSON's ``grounding`` holds the thresholds and, per token, ``prior``,
+        ``evidence`` and ``label`` (see :meth:`grounding`); files without it load with the
+        default thresholds.
+
         Returns the two paths written.
         """
         npz, js = self._paths(path)
@@ -199,6 +237,10 @@ class Explanation:
                 **({"rebuild": "axis", "shape": list(self.tree.shape)} if axis else {}),
             },
             "top_regions": _safe_top_regions(self),
+            "grounding": {
+                **self.grounding_thresholds.to_dict(),
+                "words": [g.to_dict() for g in self.grounding()],
+            },
             "versions": library_versions(),
         }
         data = json.dumps(meta, indent=1, ensure_ascii=False).encode("utf-8")
@@ -250,6 +292,7 @@ class Explanation:
         except (ValueError, TypeError) as e:
             field_name = "settings" if meta.get("settings") is not None else "params"
             raise ValueError(f"{js}: field '{field_name}': {e}") from None
+        thresholds = thresholds_from_json(meta.get("grounding"), str(js))  # absent before 0.3: defaults
         return cls(
             values=arrays["values"],
             base_values=np.asarray(arrays["base_values"], np.float64),
@@ -268,6 +311,7 @@ class Explanation:
             name=meta.get("name") or npz.stem,
             timings=meta.get("timings") or {},
             info=meta.get("info") or {},
+            grounding_thresholds=thresholds,
         )
 
     # -- shap interop -------------------------------------------------------------------

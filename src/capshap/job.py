@@ -33,6 +33,7 @@ import numpy as np
 
 from capshap import images as _images
 from capshap.explanation import Explanation
+from capshap.grounding import Thresholds
 from capshap.interfaces import Captioner, MaskerLike, Scorer, as_captioner
 from capshap.masking import Fill, Masker, render_shape
 from capshap.owen import owen
@@ -593,6 +594,7 @@ def explain_input(
     except Exception as e:
         raise ImageFailure(stage, e) from e
     exp.timings["caption"] = t_cap
+    exp.grounding_thresholds = Thresholds(s.grounded_above, s.contradicted_below)
     return exp
 
 

@@ -267,14 +267,17 @@ class Run:
     def _write_summary(self) -> None:
         """summary.json and summary.html: per-word statistics across the run's images (with
         the share of credit inside the masks of a masks:FOLDER tree)."""
+        from capshap.grounding import Thresholds
         from capshap.summary import Summary, mask_regions, write_summary
 
         rf = self.folder
-        kind, _, arg = self.settings.tree.partition(":")
-        summary = Summary(mask_regions(arg) if kind == "masks" and arg else None)
+        s = self.settings
+        kind, _, arg = s.tree.partition(":")
+        summary = Summary(mask_regions(arg) if kind == "masks" and arg else None,
+                          thresholds=Thresholds(s.grounded_above, s.contradicted_below))
         try:
-            for exp in rf.done_explanations():
-                summary.add(exp)
+            for stem, exp in self._done():
+                summary.add(exp, link=f"{stem}.png")
             if summary.to_dict().get("images"):
                 write_summary(summary.to_dict(), rf.path)
         except (OSError, ValueError) as e:
@@ -310,22 +313,30 @@ class Run:
     def _folder_explanations(self, fresh: list[Explanation]) -> list[Explanation]:
         """Every done image of the folder's inputs, in input order: this run's explanations
         as they are, earlier runs' loaded from their files."""
+        by_source = {str(e.params.get("source")): e for e in fresh}
+        return [exp for _, exp in self._done(by_source)]
+
+    def _done(self, fresh: dict[str, Explanation] | None = None) -> Iterator[tuple[str, Explanation]]:
+        """(stem, explanation) of every done image of the folder, in input order: those in
+        ``fresh`` (by source path) as they are, the others loaded from their files (an
+        unreadable one is left out with a warning)."""
         from capshap.explanation import Explanation
 
         rf = self.folder
-        by_source = {str(e.params.get("source")): e for e in fresh}
-        out: list[Explanation] = []
         for f in rf.inputs:
-            exp = by_source.get(str(f.path))
-            if exp is None and rf.is_done(f.key):
-                stem = rf.record(f.key).get("stem")
+            if not rf.is_done(f.key):
+                continue
+            stem = rf.record(f.key).get("stem")
+            if not stem:
+                continue
+            exp = (fresh or {}).get(str(f.path))
+            if exp is None:
                 try:
-                    exp = Explanation.load(rf.path / str(stem)) if stem else None
+                    exp = Explanation.load(rf.path / str(stem))
                 except (OSError, ValueError) as e:
-                    logger.warning("could not load %s from %s: %s", f.name, rf.path, e)
-            if exp is not None:
-                out.append(exp)
-        return out
+                    logger.warning("left out %s: %s", f.name, e)
+                    continue
+            yield str(stem), exp
 
 
 # -------------------------------------------------------------------------------- API

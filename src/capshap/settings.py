@@ -28,7 +28,8 @@ _TOKENS = ("words", "pieces")
 
 #: Settings that say how a run is carried out, not what it computes: a resumed run may
 #: change them (they are not in :meth:`Settings.engine_key`).
-RUN_ONLY = ("cache_dir", "batch_size_model", "runner", "in_flight", "ray_address", "workers", "gpus_per_worker")
+RUN_ONLY = ("cache_dir", "batch_size_model", "runner", "in_flight", "ray_address", "workers", "gpus_per_worker",
+            "grounded_above", "contradicted_below")
 
 
 class FrozenMap(Mapping):
@@ -162,6 +163,10 @@ class Settings:
         Ray cluster (None: a local one), its actors and the GPUs each asks for. The
         options dicts (``captioner_options``, ``scorer_options``, ``generate``) are stored
         frozen (:class:`FrozenMap`): a Settings is immutable and hashable.
+    grounded_above, contradicted_below
+        A word whose evidence (score on the image minus score with it all hidden) is
+        above ``grounded_above`` is *grounded*, below ``contradicted_below``
+        *contradicted*, else *prior*-driven (see :mod:`capshap.grounding`); score units.
     """
 
     captioner: str | None = "builtin"
@@ -192,13 +197,15 @@ class Settings:
     ray_address: str | None = None
     workers: int | None = None
     gpus_per_worker: float = 0
+    grounded_above: float = 0.5
+    contradicted_below: float = -0.5
 
     def __post_init__(self) -> None:
-        # deeply immutable: option dicts become FrozenMaps (hashable, read-only)
-        for name in ("captioner_options", "scorer_options", "generate"):
-            value = getattr(self, name)
-            if isinstance(value, Mapping) and not isinstance(value, FrozenMap):
-                object.__setattr__(self, name, FrozenMap(value))
+        # deeply immutable: dicts become FrozenMaps, lists tuples (hashable, read-only)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (Mapping, list)) and not isinstance(value, FrozenMap):
+                object.__setattr__(self, f.name, freeze(value))
 
     # ------------------------------------------------------------------ validation
 
@@ -253,6 +260,13 @@ class Settings:
             raise SettingError("generate", self.generate, "must be a dict of generation settings, e.g. {'max_new_tokens': 20}")
         if self.channels and self.tree != "axis":
             raise SettingError("channels", True, "shap's channel leaves only work with tree='axis'")
+        for name in ("grounded_above", "contradicted_below"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise SettingError(name, v, "must be a finite number (score units)")
+        if self.contradicted_below > self.grounded_above:
+            raise SettingError("contradicted_below", self.contradicted_below,
+                               f"must not be above grounded_above ({self.grounded_above:g})")
         self._validate_runner()
         self._validate_device()
         if self.captioner is not None:

@@ -67,6 +67,8 @@ ROWS: dict[str, tuple[list[str], dict[str, object]]] = {
     "--ray": (["--ray", "127.0.0.1:6379"], {"runner": "ray", "ray_address": "127.0.0.1:6379"}),
     "--workers": (["--ray", "--workers", "3"], {"runner": "ray", "ray_address": None, "workers": 3}),
     "--gpus-per-worker": (["--ray", "--gpus-per-worker", "0.5"], {"gpus_per_worker": 0.5}),
+    "--grounded-above": (["--grounded-above", "1.5"], {"grounded_above": 1.5}),
+    "--contradicted-below": (["--contradicted-below", "-2"], {"contradicted_below": -2.0}),
     "--grid": (["--grid", "4"], {"folder.grid": 4}),
     "--outline": (["--outline"], {"folder.outline": True}),
     "--no-html": (["--no-html"], {"folder.html": False}),
@@ -146,7 +148,8 @@ def recorded(tmp_path_factory):
     argv = ["--scorer", "own", "--scorer-opt", "score=logprob", "--tokens", "pieces", "--mask", "blur(5,5)",
             "--max-evals", "17", "--batch-size", "7", "--fixed-context", "0", "--tree", "slic", "--segments", "16",
             "--max-side", "96", "--render-size", "48", "--max-pixels", "9000000", "--seed", "3",
-            "--device", "cpu", "--cache", str(out / "capcache"), "--runner", "serial"]
+            "--device", "cpu", "--cache", str(out / "capcache"), "--runner", "serial",
+            "--grounded-above", "0.25", "--contradicted-below", "-0.75"]
     code = main(["explain", str(EXAMPLES / "2.jpg"), "--out", str(out / "run"), "-q", *argv])
     assert code == 0
     js = json.loads((out / "run" / "2.json").read_text())
@@ -172,6 +175,8 @@ def test_the_engine_did_what_the_settings_say(recorded):
     # --max-evals 17: splits are evaluated in pairs, so shap's count may end one over
     assert 12 < exp.info["budget_used"] <= 18 and exp.params["tree"] == "slic" and exp.params["mask"] == "blur(5,5)"
     assert max(exp.image.shape[:2]) == 96  # --max-side
+    assert exp.grounding_thresholds.grounded_above == 0.25 and exp.grounding_thresholds.contradicted_below == -0.75
+    assert js["grounding"]["grounded_above"] == 0.25
     assert exp.params["render_size"] is not None and max(exp.params["render_size"]) == 48
     assert exp.params["fixed_context"] == 0 and exp.params["seed"] == 3
     # score=logprob: scores are log-probabilities (<= 0), not log-odds
@@ -217,6 +222,7 @@ REFUSED = {
     "contrast with presence": (["--contrast", "a dog", "--scorer", "presence"], "--contrast"),
     "in flight serial": (["--in-flight", "3", "--runner", "serial"], "--in-flight"),
     "unknown runner": (["--runner", "dask"], "--runner"),
+    "thresholds crossed": (["--grounded-above", "-1", "--contradicted-below", "1"], "--contradicted-below"),
 }
 
 

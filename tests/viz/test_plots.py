@@ -55,7 +55,7 @@ def wide_exp(wide) -> Explanation:
 
 
 def test_plot_panels_extent_and_aspect(wide_exp):
-    fig = plot(wide_exp)
+    fig = plot(wide_exp, all_words=True)  # 'the' has no credit: drawn only on request
     H, W = wide_exp.image.shape[:2]
     T = len(wide_exp.tokens)
     assert fig.capshap_info["panels"] == 1 + T
@@ -115,7 +115,7 @@ def test_overlay_colours():
 
 def test_save_figure_metadata(tmp_path, wide_exp):
     path = tmp_path / "w.png"
-    save_figure(plot(wide_exp), path)
+    save_figure(plot(wide_exp, all_words=True), path)
     with Image.open(path) as im:
         assert im.text["capshap:panels"] == str(1 + len(wide_exp.tokens))
         assert json.loads(im.text["capshap:tokens"]) == wide_exp.tokens

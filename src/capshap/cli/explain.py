@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from capshap.cli.output import Row, err, print_summary
+from capshap.cli.output import Row, err, grounding_of, print_summary
 from capshap.cli.parser import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -58,6 +58,8 @@ SETTING_OF = {
     "in_flight": "in_flight",
     "workers": "workers",
     "gpus_per_worker": "gpus_per_worker",
+    "grounded_above": "grounded_above",
+    "contradicted_below": "contradicted_below",
 }
 
 
@@ -226,6 +228,7 @@ def _row(res: Any, report: bool = True) -> Row:
     if res.ok:
         exp = res.explanation
         row.evals = exp.n_evals
+        row.grounding = grounding_of(exp)
         logger.info("%s: %r, %d evaluations in %.1f s", res.name, exp.caption, exp.n_evals, res.seconds)
         for note in res.notes:
             err(f"capshap: note: {res.name}: {note}")

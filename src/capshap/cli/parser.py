@@ -219,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "GIT continue a text prefix such as 'a picture of'. It is never part of the explained caption")
     e.add_argument("--cache", default=None, metavar="DIR",
                    help="caption cache folder (azure, hf): re-runs cost no API calls for images seen before")
+    e.add_argument("--grounded-above", type=float, default=0.5, metavar="X",
+                   help="a word whose evidence (its score on the image minus its score with the image hidden, "
+                   "in score units) is above X is 'grounded' in the outputs")
+    e.add_argument("--contradicted-below", type=float, default=-0.5, metavar="X",
+                   help="a word whose evidence is below X is 'contradicted' (the image lowers it); between the "
+                   "two thresholds a word is 'prior'-driven (the model says it with or without the image)")
     e.add_argument("--grid", type=_grid_value, default=None, metavar="N|all",
                    help="also write NAME_grid.png: the first N masked images (or all) with the caption "
                    "made for each (or the scores, for scorers that make no captions)")

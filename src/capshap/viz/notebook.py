@@ -3,8 +3,9 @@
 :func:`explanation_html` is :meth:`capshap.Explanation._repr_html_`: the image's name and
 caption, its size (and the original size, where the run recorded it), the strongest word's
 heatmap next to the photo as small inline PNGs (``data:`` URIs, in the colours and on the
-scale of :func:`capshap.viz.plots.plot`), every token with its total credit, and the
-settings of the run. All text from the image, the captioner or the settings is escaped;
+scale of :func:`capshap.viz.plots.plot`), every token with its total credit (its evidence),
+tinted and marked by its grounding label (see :mod:`capshap.grounding`; the tooltip gives
+prior and evidence), a legend with the thresholds and counts, and the settings of the run. All text from the image, the captioner or the settings is escaped;
 the fragment has no script and no ``<style>`` (inline styles only), so it cannot restyle
 the notebook around it.
 """
@@ -21,7 +22,9 @@ from capshap.viz.plots import (
     overlay_rgba,
     value_scale,
 )
-from capshap.viz.report import _data_uri, original_size, text
+from capshap.grounding import LABELS
+from capshap.viz.marks import BACKGROUND, BORDER, MEANING, SYMBOL, legend_text, strongest_words
+from capshap.viz.report import MAX_WORDS, _data_uri, original_size, text
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -111,11 +114,13 @@ def _fmt(v: float) -> str:
     return f"{v:+.3g}" if np.isfinite(v) else str(v)
 
 
-def explanation_html(exp: "Explanation", token: int | str | None = None, side: int = INLINE_SIDE) -> str:
+def explanation_html(exp: "Explanation", token: int | str | None = None, side: int = INLINE_SIDE,
+                     max_words: int = MAX_WORDS) -> str:
     """An HTML fragment showing ``exp`` (see the module docstring).
 
     token: which token's heatmap to show (index or string); default the strongest one.
-    side: longest side in pixels of the inline pictures.
+    side: longest side in pixels of the inline pictures. max_words: at most this many
+    tokens are shown as cells (the strongest; the others are named in one line).
     """
     e = text
     tot = totals(exp)
@@ -136,15 +141,35 @@ def explanation_html(exp: "Explanation", token: int | str | None = None, side: i
             f"<b>{e(exp.tokens[t_show])}</b> total {_fmt(float(tot[t_show]))}"
             "<br>red raises its score, blue lowers it</figcaption></figure>"
         )
+    grounding = exp.grounding()
+    legend = legend_text(exp.grounding_thresholds)
+    T = len(exp.tokens)
+    shown = range(T) if T <= max_words else strongest_words(exp, max_words)
     cells = []
-    for t, tok in enumerate(exp.tokens):
-        colour = "#ffe3ea" if tot[t] > 0 else ("#e1efff" if tot[t] < 0 else "#f2f2f2")
-        border = "2px solid #222" if t == t_show else "1px solid #ccc"
+    for t in shown:
+        tok, g = exp.tokens[t], grounding[t]
+        border = "2px solid #222" if t == t_show else f"1px solid {BORDER[g.label]}"
+        tip = f"{tok}: prior {_fmt(g.prior)}, evidence {_fmt(g.evidence)}; {g.label}: {MEANING[g.label]}"
         cells.append(
-            f'<span class="capshap-token" style="display:inline-block;margin:2px;padding:1px 6px;'
-            f'border:{border};border-radius:4px;background:{colour};text-align:center">'
-            f'{e(tok) or "&#9251;"}<br><small style="color:#555">{_fmt(float(tot[t]))}</small></span>'
+            f'<span class="capshap-token" data-grounding="{g.label}" title="{e(tip)}" '
+            'style="display:inline-block;margin:2px;padding:1px 6px;'
+            f'border:{border};border-radius:4px;background:{BACKGROUND[g.label]};text-align:center">'
+            f'{e(tok) or "&#9251;"}<br><small style="color:#555">{_fmt(float(tot[t]))} {SYMBOL[g.label]}</small></span>'
         )
+    if T > max_words:
+        rest = [exp.tokens[t] for t in sorted(set(range(T)) - set(shown))]
+        cells.append(
+            f'<div class="capshap-rest" style="font-size:.8em;color:#777">{len(rest)} more words '
+            f'(the {max_words} strongest are shown): {e(", ".join(rest[:200]))}{" …" if len(rest) > 200 else ""}</div>'
+        )
+    counts = {k: sum(g.label == k for g in grounding) for k in LABELS}
+    key = " &nbsp; ".join(
+        f'<span style="white-space:nowrap">{e(legend[k])}: <b>{counts[k]}</b></span>' for k in LABELS
+    )
+    cells.append(
+        f'<div class="capshap-grounding-legend" style="font-size:.8em;color:#555;margin-top:2px">'
+        f"evidence = score on the image &minus; score with it all masked (the prior). {key}</div>"
+    )
     rows = "".join(
         f'<tr><td style="text-align:left;padding:0 8px 0 0"><code>{e(k)}</code></td>'
         f'<td style="text-align:left"><code>{e(v)}</code></td></tr>'

@@ -2,7 +2,10 @@
 
 :func:`plot` draws the original image, then one panel per caption token: the token's
 Owen values over a grey copy of the image, red where a region raises the token's score and
-blue where it lowers it, transparent at zero. All token panels share one symmetric scale,
+blue where it lowers it, transparent at zero. Each panel gives the token's total credit (its
+evidence) and its grounding label (see :mod:`capshap.grounding`). By default only tokens
+that some region gives credit are drawn, at most :data:`MAX_WORDS` of them (the strongest);
+the others are listed in one line under the panels (``all_words=True`` draws every token). All token panels share one symmetric scale,
 ``[-v, v]`` with ``v`` the 99.5th percentile of ``|values|`` over every pixel and token
 (so one hot pixel cannot wash the others out), shown by one colorbar.
 
@@ -29,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from capshap.viz.marks import SYMBOL
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
@@ -54,6 +59,8 @@ POSITIVE_RGB = (1.0, 0.0, 0.318)
 NEGATIVE_RGB = (0.118, 0.533, 0.898)
 #: Default percentile of |values| that sets the colour scale.
 DEFAULT_PERCENTILE = 99.5
+#: At most this many token panels by default (the strongest by |evidence|).
+MAX_WORDS = 24
 
 
 def _mpl() -> Any:
@@ -233,25 +240,35 @@ def plot(
     panel_size: float = 2.4,
     dpi: float = 100,
     title: bool | str = True,
+    all_words: bool = False,
+    max_words: int | None = MAX_WORDS,
 ) -> "Figure":
     """The explanation as one figure: the image, then one heatmap per token.
 
     exp: an :class:`~capshap.Explanation`. tokens: which tokens to show (indices or
-    strings; default all, in caption order). outline: draw the leaf segments' outlines
+    strings; default: those some region gives credit, in caption order, or every token with
+    ``all_words=True``; at most ``max_words`` of them, the strongest by |evidence|, when
+    ``tokens`` is not given, None for no limit). Tokens not drawn are named in one line
+    under the panels. outline: draw the leaf segments' outlines
     (default: for segment trees, not for axis-aligned ones). percentile: of |values| over
     all shown tokens, for the shared symmetric colour scale. max_cols: panels per row
     before wrapping. panel_size: inches per panel (scaled by the image's aspect ratio).
     title: True puts the caption on top; a string replaces it; False leaves it out.
 
     Returns a :class:`matplotlib.figure.Figure` (nothing is shown). Its attribute
-    ``capshap_info`` holds ``panels`` (1 + number of tokens), ``tokens`` and ``vmax``.
+    ``capshap_info`` holds ``panels`` (1 + number of tokens drawn), ``tokens`` (drawn),
+    ``left_out`` (indices of the tokens not drawn) and ``vmax``.
     """
     _mpl()
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    idx = _token_indices(exp, tokens)
+    if max_words is not None and (isinstance(max_words, bool) or int(max_words) < 1):
+        raise ValueError(f"max_words must be a positive integer or None, got {max_words!r}")
+    idx, no_credit, beyond = _drawn(exp, tokens, all_words, max_words)
+    rest = _rest_line(exp.tokens, no_credit, beyond, max_words)
+    grounding = exp.grounding()
     pv = exp.pixel_values()
     H, W = pv.shape[:2]
     vals = [np.asarray(pv[..., t], dtype=np.float64) for t in idx]
@@ -273,10 +290,12 @@ def plot(
     chars = max(8, int(pw * 7))
     labels = [_token_label(exp.tokens[t], chars) for t in idx]
     n_lines = max([lab.count("\n") + 1 for lab in labels] + [1])
-    gap_x, title_h, top_h, bar_h, margin = 0.15, 0.3 + 0.2 * n_lines, (0.55 if title else 0.15), 0.75, 0.15
+    gap_x, title_h, top_h, bar_h, margin = 0.15, 0.3 + 0.2 * n_lines, (0.55 if title else 0.15), 0.9, 0.15
     fig_w = margin * 2 + cols * pw + (cols - 1) * gap_x
     fig_w = max(fig_w, 4.0)
-    fig_h = top_h + rows * (title_h + ph) + bar_h
+    rest_text = _wrap(rest, int(fig_w * 13), max_lines=2) if rest else ""
+    rest_h = 0.2 + 0.17 * rest_text.count("\n") if rest else 0.0
+    fig_h = top_h + rows * (title_h + ph) + bar_h + rest_h
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
     x_off = (fig_w - (cols * pw + (cols - 1) * gap_x)) / 2
     extent = (0, W, H, 0)
@@ -301,27 +320,89 @@ def plot(
         ax.imshow(vals[k - 1], cmap=colormap(), vmin=-vmax, vmax=vmax, extent=extent, aspect="equal", interpolation="nearest")
         if bounds is not None:
             ax.imshow(_outline_rgba(bounds, (0.15, 0.15, 0.15, 0.55)), extent=extent, aspect="equal", interpolation="nearest")
-        total = float(np.asarray(exp.outputs)[t] - np.asarray(exp.base_values)[t])
+        g = grounding[t]
         ax.set_title(f"{labels[k - 1]}\n", fontsize=12, fontweight="bold", pad=2, **_PLAIN)
-        ax.text(0.5, 1.0, f"total {_fmt(total)}", transform=ax.transAxes, ha="center", va="bottom",
-                fontsize=8.5, color="0.35", **_PLAIN)
+        ax.text(0.5, 1.0, f"total {_fmt(g.evidence)} {SYMBOL[g.label]} {g.label}", transform=ax.transAxes,
+                ha="center", va="bottom", fontsize=8.5, color=_LABEL_TEXT[g.label], **_PLAIN)
     if title:
         text = title if isinstance(title, str) else exp.caption
         fig.text(0.5, 1 - 0.1 / fig_h, _wrap(str(text), int(fig_w * 11), max_lines=2), ha="center", va="top",
                  fontsize=13, **_PLAIN)
     # one shared colorbar under the token panels
     bw = min(fig_w - 2 * margin, max(2.5, 0.6 * fig_w))
-    cax = fig.add_axes(((fig_w - bw) / 2 / fig_w, 0.42 / fig_h, bw / fig_w, 0.14 / fig_h))
+    cax = fig.add_axes(((fig_w - bw) / 2 / fig_w, (0.57 + rest_h) / fig_h, bw / fig_w, 0.14 / fig_h))
     sm = ScalarMappable(norm=Normalize(-vmax, vmax), cmap=colormap())
     cb = fig.colorbar(sm, cax=cax, orientation="horizontal")
     cb.ax.tick_params(labelsize=8)
-    cb.formatter.set_powerlimits((-2, 3))
-    cb.formatter.set_useMathText(True)
+    # the power of ten goes into the label, not into an offset text that would sit on it
+    power = _power_of_ten(vmax)
+    cb.formatter = _scaled_formatter(power)
     cb.update_ticks()
-    cb.set_label("credit per pixel: red raises the word's score, blue lowers it", fontsize=8.5)
+    unit = f" (\u00d710{_superscript(power)})" if power else ""
+    cb.set_label(f"credit per pixel{unit}: red raises the word's score, blue lowers it", fontsize=8.5, **_PLAIN)
     cb.outline.set_linewidth(0.5)
-    fig.capshap_info = {"panels": n_panels, "tokens": [exp.tokens[t] for t in idx], "vmax": vmax}  # type: ignore[attr-defined]
+    if rest_text:
+        fig.text(0.5, (rest_h - 0.05) / fig_h, rest_text, ha="center", va="top", fontsize=8, color="0.35", **_PLAIN)
+    fig.capshap_info = {  # type: ignore[attr-defined]
+        "panels": n_panels, "tokens": [exp.tokens[t] for t in idx], "vmax": vmax,
+        "left_out": sorted(no_credit + beyond),
+    }
     return displayable(fig)
+
+
+_LABEL_TEXT = {"grounded": "#b0244a", "prior": "0.4", "contradicted": "#1f5fa8"}
+
+
+def _drawn(exp: "Explanation", tokens: Sequence[Union[int, str]] | None, all_words: bool,
+           max_words: int | None) -> tuple[list[int], list[int], list[int]]:
+    """(drawn, left out for having no credit, left out beyond ``max_words``), token indices."""
+    from capshap.viz.marks import live_tokens, strongest_words
+
+    if tokens is not None:
+        return _token_indices(exp, tokens), [], []
+    T = len(exp.tokens)
+    live = set(live_tokens(exp))
+    pool = list(range(T)) if all_words else sorted(live)
+    no_credit = [] if all_words else [t for t in range(T) if t not in live]
+    if max_words is None or len(pool) <= int(max_words):
+        return pool, no_credit, []
+    keep = set(strongest_words(exp, int(max_words)))  # tokens with credit first, then by |evidence|
+    return [t for t in pool if t in keep], no_credit, [t for t in pool if t not in keep]
+
+
+def _rest_line(tokens: Sequence[str], no_credit: list[int], beyond: list[int], max_words: int | None,
+               limit: int = 60) -> str:
+    """One line naming the tokens not drawn (the first ``limit`` of each kind, then a count)."""
+
+    def names(ix: list[int]) -> str:
+        shown = ", ".join(_clean(tokens[t]).strip() or repr(str(tokens[t])) for t in ix[:limit])
+        return shown + (f" \u2026 (+{len(ix) - limit})" if len(ix) > limit else "")
+
+    parts = []
+    if no_credit:
+        parts.append(f"no credit: {names(no_credit)}")
+    if beyond:
+        parts.append(f"not drawn, beyond the {max_words} strongest: {names(beyond)}")
+    return "; ".join(parts)
+
+
+def _power_of_ten(vmax: float) -> int:
+    """The power of ten the colorbar's ticks are given in: 0 for scales 0.01 .. 1000."""
+    if not (vmax > 0 and math.isfinite(vmax)) or 1e-2 <= vmax < 1e3:
+        return 0
+    return int(math.floor(math.log10(vmax)))
+
+
+def _superscript(n: int) -> str:
+    return str(n).translate(str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"))
+
+
+def _scaled_formatter(power: int) -> Any:
+    """Tick labels in units of 10**power, with no offset text."""
+    from matplotlib.ticker import FuncFormatter
+
+    scale = 10.0 ** power
+    return FuncFormatter(lambda x, _pos: f"{x / scale:g}")
 
 
 def _token_indices(exp: "Explanation", tokens: Sequence[Union[int, str]] | None) -> list[int]:

@@ -2,8 +2,11 @@
 
 :class:`Report` collects explanations one at a time (so a long run never holds them all in
 memory) and writes ``index.html``: for each image the photo, its caption, and one button
-per token. Hovering (or focusing) a token shows its heatmap over the photo, clicking pins
-it; a slider sets the heatmap opacity and a checkbox the segment outlines. Heatmaps are
+per token (at most ``max_words``, the strongest; the rest are named in one line), tinted and
+marked by its grounding label (see :mod:`capshap.grounding`). On load each image shows its
+strongest grounded word's heatmap (``#bare`` in the URL shows the bare photos); hovering
+(or focusing) a token shows its heatmap over the photo, clicking pins it; a slider sets the
+heatmap opacity and a checkbox the segment outlines. Heatmaps are
 pre-rendered RGBA PNG overlays in the colours and on the scale of :func:`capshap.viz.plots.plot`
 (one symmetric scale per image, shared by its tokens).
 
@@ -33,6 +36,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from capshap.grounding import CONTRADICTED, GROUNDED, LABELS, PRIOR
+from capshap.viz.marks import MEANING, SYMBOL, strongest_grounded, strongest_words
 from capshap.viz.plots import (
     DEFAULT_PERCENTILE,
     NEGATIVE_RGB,
@@ -48,6 +53,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Report", "ReportPage", "report", "safe_href", "text"]
 
 logger = logging.getLogger(__name__)
+
+#: At most this many words per image get a button and a heatmap in the page (see
+#: :class:`Report`); a caption with more lists the rest in one line.
+MAX_WORDS = 40
 
 
 def text(value: Any) -> str:
@@ -109,6 +118,10 @@ class _Entry:
     meta: dict[str, Any] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
     original: tuple[int, int] | None = None  # (height, width) before resizing, where recorded
+    labels: list[str] = field(default_factory=list)  # grounding label per token (capshap.grounding)
+    priors: list[float] = field(default_factory=list)  # score with the image all masked, per token
+    shown: list[int] | None = None  # the tokens drawn as buttons (None: all); the rest listed in one line
+    strongest: int = -1  # the token whose heatmap shows on load (-1: none)
 
 
 class Report:
@@ -119,8 +132,11 @@ class Report:
     """
 
     def __init__(self, title: str = "capshap explanations", percentile: float = DEFAULT_PERCENTILE,
-                 *, per_page: int | None = None, thumb_side: int | None = None):
+                 *, per_page: int | None = None, thumb_side: int | None = None, max_words: int = MAX_WORDS):
         self.title = title
+        #: at most this many words per image get a button and a heatmap: the caption's words
+        #: when it has no more, else the strongest by |evidence|; the rest are listed in one line
+        self.max_words = _positive(max_words, "max_words")
         self.percentile = percentile
         #: entries per page (None: one page); :meth:`write` writes index.html, index-2.html, ...
         self.per_page = per_page if per_page is None else max(1, int(per_page))
@@ -138,10 +154,17 @@ class Report:
         H, W = pv.shape[:2]
         vmax = value_scale(pv, self.percentile)
         shrink = _thumb(H, W, self.thumb_side)
+        grounding = exp.grounding()
+        T = len(exp.tokens)
+        shown = None if T <= self.max_words else strongest_words(exp, self.max_words)
+        keep = set(range(T) if shown is None else shown)
         overlays: list[str | None] = []
-        for t in range(len(exp.tokens)):
+        for t in range(T):
             v = np.asarray(pv[..., t], dtype=np.float64)
-            overlays.append(_data_uri(shrink(overlay_rgba(v, vmax)), "png") if np.any(v != 0) else None)
+            live = t in keep and np.any(v != 0)
+            overlays.append(_data_uri(shrink(overlay_rgba(v, vmax)), "png") if live else None)
+        first = strongest_grounded(exp)
+        strongest = first if first is not None and overlays[first] is not None else _strongest_shown(overlays, grounding)
         bounds = segment_boundaries(exp.tree)
         outline = None
         if bounds is not None:
@@ -164,6 +187,10 @@ class Report:
                 meta=dict(meta or {}),
                 links=_links(exp.name, links),
                 original=original_size(exp),
+                labels=[g.label for g in grounding],
+                priors=[g.prior for g in grounding],
+                shown=shown,
+                strongest=strongest,
             )
         )
 
@@ -202,11 +229,15 @@ class Report:
             f"<h1>{e(self.title)}</h1>",
             f'<p class="summary">{len(self.entries)} image{"s" if len(self.entries) != 1 else ""} explained'
             + (f", {len(self.failures)} skipped" if self.failures else "")
-            + ". Hover over a word to see which regions made the captioner say it; click to keep it.</p>",
+            + ". Each image shows its strongest grounded word; hover over a word to see which regions made "
+            "the captioner say it, click to keep it. Words are marked by what the image adds to them "
+            "(evidence: score on the image minus score with it all masked): "
+            f"{SYMBOL[GROUNDED]} grounded, {SYMBOL[PRIOR]} from the language prior, "
+            f"{SYMBOL[CONTRADICTED]} contradicted by the image.</p>",
             '<div class="controls">',
             '<label>heatmap opacity <input type="range" id="opacity" min="0" max="100" value="70"></label>',
-            '<button type="button" id="strongest-btn" title="pin, in every image, the word with the most credit">'
-            "show each image's strongest word</button>",
+            '<button type="button" id="strongest-btn" title="pin, in every image, its strongest grounded word, '
+            'or clear every pin">clear the shown words</button>',
             (
                 '<label><input type="checkbox" id="outlines" checked> segment outlines</label>'
                 if any(en.outline is not None for en in self.entries)
@@ -214,6 +245,11 @@ class Report:
             ),
             '<span class="legend"><span class="neg">lowers the word\'s score</span>'
             '<span class="bar"></span><span class="pos">raises it</span></span>',
+            '<span class="glegend">'
+            + "".join(
+                f'<span class="g" data-grounding="{k}" title="{e(MEANING[k])}">{SYMBOL[k]} {k}</span>' for k in LABELS
+            )
+            + "</span>",
             "</div>",
             "</header>",
             self._nav(page, n_pages, page_name),
@@ -248,7 +284,10 @@ class Report:
     def _entry_html(self, i: int, en: _Entry) -> str:
         e = text
         live = [t for t, uri in enumerate(en.overlays) if uri is not None]
-        strongest = max(live, key=lambda t: abs(en.totals[t])) if live else -1
+        if en.labels:
+            strongest = en.strongest
+        else:  # an entry built without grounding
+            strongest = max(live, key=lambda t: abs(en.totals[t])) if live else -1
         # at least 320 px wide (small images are scaled up), at most 440 px tall
         shown_w = int(round(min(max(en.width, 320), 440 * en.width / en.height)))
         out = [
@@ -265,14 +304,24 @@ class Report:
         out.append("</div>")
         out.append(f'<p class="caption">{e(en.caption)}</p>')
         out.append('<p class="tokens">')
-        for t, (tok, total) in enumerate(zip(en.tokens, en.totals)):
+        buttons = range(len(en.tokens)) if en.shown is None else sorted(en.shown)
+        for t in buttons:
+            tok, total = en.tokens[t], en.totals[t]
             zero = en.overlays[t] is None
+            g = en.labels[t] if t < len(en.labels) else ""
             tip = f"{tok}: total credit {total:+.3g}" + (" (no region changes it)" if zero else "")
+            if g:
+                prior = en.priors[t] if t < len(en.priors) else float("nan")
+                tip += f"; prior {prior:+.3g}, evidence {total:+.3g}: {g}, {MEANING[g]}"
+            mark = f" {SYMBOL[g]}" if g else ""
             out.append(
-                f'<button class="tok" type="button" data-token="{t}" data-zero="{int(zero)}" '
-                f'title="{e(tip)}">{e(tok) or "&#9251;"}<small>{total:+.2f}</small></button>'
+                f'<button class="tok" type="button" data-token="{t}" data-zero="{int(zero)}" data-grounding="{g}" '
+                f'title="{e(tip)}">{e(tok) or "&#9251;"}<small>{total:+.2f}{mark}</small></button>'
             )
         out.append("</p>")
+        if en.shown is not None:
+            rest = [t for t in range(len(en.tokens)) if t not in set(en.shown)]
+            out.append(f'<p class="rest">{_rest_line(en.tokens, rest, len(en.shown))}</p>')
         meta = [f"{e(v)} {e(k)}" for k, v in en.meta.items()]
         if en.original is not None and en.original != (en.height, en.width):
             meta.insert(0, f"explained at {en.width}&times;{en.height} px (original {en.original[1]}&times;{en.original[0]})")
@@ -293,6 +342,24 @@ class Report:
         for k in range(2, self.pages() + 1):
             _write_text(p.with_name(name(k)), self.html(k, name))
         return _write_text(p, self.html(1, name))
+
+
+def _positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _strongest_shown(overlays: list[str | None], grounding: list[Any]) -> int:
+    live = [t for t, uri in enumerate(overlays) if uri is not None]
+    return max(live, key=lambda t: abs(grounding[t].evidence)) if live else -1
+
+
+def _rest_line(tokens: list[str], rest: list[int], n_shown: int, limit: int = 200) -> str:
+    """One line naming the words left out (the first ``limit``, then a count)."""
+    named = ", ".join(text(tokens[t]) for t in rest[:limit])
+    more = f" &hellip; (+{len(rest) - limit})" if len(rest) > limit else ""
+    return f"{len(rest)} more words (the {n_shown} strongest are shown): {named}{more}"
 
 
 def _page_file(k: int) -> str:
@@ -442,7 +509,15 @@ body.no-outlines .stage .outline{display:none}
 .tok{font:inherit;font-size:.95em;border:1px solid #ccc;background:#f4f4f4;border-radius:4px;
  padding:2px 7px;cursor:pointer;line-height:1.25}
 .tok small{display:block;font-size:.68em;color:#777}
+.tok[data-grounding=grounded]{background:#ffe3ea;border-color:#e0577a}
+.tok[data-grounding=prior]{background:#efefef;border-color:#c4c4c4;border-style:dashed}
+.tok[data-grounding=contradicted]{background:#e1efff;border-color:#3f86d6}
 .tok[data-zero="1"]{color:#999;cursor:default}
+.glegend{display:inline-flex;gap:6px}.glegend .g{padding:0 6px;border:1px solid #ccc;border-radius:4px}
+.glegend .g[data-grounding=grounded]{background:#ffe3ea;border-color:#e0577a}
+.glegend .g[data-grounding=prior]{background:#efefef;border-style:dashed}
+.glegend .g[data-grounding=contradicted]{background:#e1efff;border-color:#3f86d6}
+.rest{font-size:.8em;color:#777;margin:.2em 0;overflow-wrap:anywhere}
 .tok:hover,.tok:focus{border-color:#888;outline:none}
 .tok.pinned{background:#222;color:#fff;border-color:#222}
 .tok.pinned small{color:#ddd}
@@ -483,9 +558,10 @@ _JS = """
     });
     pins.push(function(on){var s=item.dataset.strongest;pin(on&&s!=='-1'?s:null);});
   });
-  var all=false;
-  function strongest(on){all=on;pins.forEach(function(f){f(on);});}
-  document.getElementById('strongest-btn').addEventListener('click',function(){strongest(!all);});
-  if(location.hash==='#strongest'){strongest(true);}
+  var all=false;var sb=document.getElementById('strongest-btn');
+  function strongest(on){all=on;pins.forEach(function(f){f(on);});
+    sb.textContent=on?'clear the shown words':"show each image's strongest word";}
+  sb.addEventListener('click',function(){strongest(!all);});
+  strongest(location.hash!=='#bare');
 })();
 """
