@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def dataset(n: int, max_side: int) -> list:
     from capshap.images import load_image
-    from capshap.run import ImageInput
+    from capshap.job import ImageInput
 
     base = sorted(p for p in (ROOT / "examples").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     out = []
@@ -52,12 +52,16 @@ def dataset(n: int, max_side: int) -> list:
     return (out * (n // len(out) + 1))[:n] if len(out) < n else out[:n]
 
 
-def measure(label: str, items: list, parts, **kw) -> tuple[float, dict]:
-    from capshap.run import run_images
+def measure(label: str, items: list, settings, **kw) -> tuple[float, dict]:
+    """Run ``items`` with the runner and runner settings ``kw`` (the run owner's path:
+    a validated plan, the runner from the registry; a Ray driver builds no model)."""
+    from capshap.job import Plan, Prepared
+    from capshap.runners import runner_for
 
+    s = settings.replace(**kw)
     t0 = time.perf_counter()
     outs = {}
-    for o in run_images(items, parts, n_images=len(items), **kw):
+    for o in runner_for(s.runner)(Prepared(Plan.of(s)), items, n_images=len(items)):
         outs[o.name] = o
     wall = time.perf_counter() - t0
     bad = [o for o in outs.values() if not o.ok]
@@ -95,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="GPUs each Ray worker asks for (default on cuda: the GPUs split over the workers)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests" / "captioners"))
-    from capshap.flight import default_in_flight
-    from capshap.run import prepare
+    from capshap.runners.flight import default_in_flight
     from capshap.settings import Settings
 
     k = args.in_flight or default_in_flight(args.device)
@@ -134,11 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ref = None
             for r in runners:
-                parts = prepare(s)
                 if r == "serial":
-                    _, outs = measure("serial", items, parts, runner="serial")
+                    _, outs = measure("serial", items, s, runner="serial")
                 elif r == "in_flight":
-                    _, outs = measure(f"in flight ({k})", items, parts, runner="in_flight", in_flight=k)
+                    _, outs = measure(f"in flight ({k})", items, s, runner="in_flight", in_flight=k)
                 else:
                     import ray
 
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                         ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, include_dashboard=False, logging_level="ERROR",
                                  log_to_driver=False,
                                  runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
-                    _, outs = measure(f"ray, {args.workers} workers", items, parts, runner="ray", workers=args.workers,
+                    _, outs = measure(f"ray, {args.workers} workers", items, s, runner="ray", workers=args.workers,
                                       in_flight=k, gpus_per_worker=per_worker if cap == "builtin" else 0)
                 failed += sum(not o.ok for o in outs.values())
                 if ref is None:

@@ -24,14 +24,16 @@ __version__ = "0.2.0"
 # the first function that needs them.
 _LAZY = {
     "explain": ".run",
+    "Run": ".run",
+    "FolderOptions": ".run",
+    "RUNNERS": ".runners",
     "Settings": ".settings",
     "CAPTIONERS": ".captioners",
     "SCORERS": ".scoring",
     "TREES": ".regions",
     "FILLS": ".masking",
     "explain_image": ".run",
-    "make_scorer": ".run",
-    "make_tree": ".run",
+    "make_tree": ".regions",
     "Explanation": ".explanation",
     "ImageError": ".images",
     "iter_images": ".images",
@@ -52,12 +54,15 @@ _LAZY = {
     "AzureCaptioner": ".captioners.azure",
     "OpenAICaptioner": ".captioners.openai",
     "AzureError": ".captioners.azure",
+    "OpenAIError": ".captioners.openai",
     "CaptionCache": ".captioners.cache",
     "BuiltinCaptioner": ".captioners.builtin",
     "segments": ".regions.segments",
     "from_labels": ".regions.segments",
     "from_masks": ".regions.segments",
+    "plot": ".viz.plots",
     "plot_grid": ".viz.plots",
+    "Thresholds": ".grounding",
     "report": ".viz.report",
     "deletion_insertion": ".metrics",
     "pointing_game": ".metrics",
@@ -69,7 +74,20 @@ _LAZY = {
 __all__ = ["__version__", "OwenResult", "owen", *_LAZY]
 
 
+#: Old names kept working for one release (0.3), with a DeprecationWarning: name -> (module, new name).
+_DEPRECATED = {
+    "make_scorer": (".run", "make_scorer", "capshap.scoring.bind_scorer(scorer, captioner, caption)"),
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        import warnings
+
+        module, attr, instead = _DEPRECATED[name]
+        warnings.warn(f"capshap.{name} is deprecated and goes in 0.4; use {instead}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(import_module(module, __name__), attr)
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name], __name__), name)
         globals()[name] = value  # later look-ups skip this function
