@@ -284,9 +284,10 @@ class Settings:
         return self
 
     def _validate_runner(self) -> None:
-        from capshap.runners import RUNNERS
-
-        RUNNERS.check(self.runner)
+        """The runner's settings (the runner's name is checked against the registry by the
+        run owner, :class:`capshap.run.Run`)."""
+        if not isinstance(self.runner, str) or not self.runner.strip():
+            raise SettingError("runner", self.runner, "must name a runner, e.g. auto, serial, in_flight or ray")
         _check_int("in_flight", self.in_flight, 1, allow_none=True)
         _check_int("workers", self.workers, 1, allow_none=True)
         g = self.gpus_per_worker

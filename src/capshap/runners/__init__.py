@@ -24,22 +24,12 @@ Then ``capshap explain ... --runner reversed`` or ``capshap.explain(..., runner=
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from capshap.registry import Registry
+from capshap.runners.registry import RUNNERS, Runner, runner_for
 
 __all__ = ["RUNNERS", "Runner", "runner_for"]
-
-#: A runner: ``(prepared, items, *, n_images=None, bars=None) -> Iterator[Outcome]``.
-Runner = Callable[..., Iterator[Any]]
-
-RUNNERS: Registry[Runner] = Registry("runner", "--runner")
-
-
-def runner_for(name: str) -> Runner:
-    """The runner function registered as ``name`` (SpecError naming ``--runner`` if none)."""
-    return RUNNERS.check(name).factory
 
 
 def _auto(prepared: Any, items: Iterable[Any], *, n_images: int | None = None, bars: Any = None) -> Iterator[Any]:

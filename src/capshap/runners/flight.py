@@ -43,7 +43,7 @@ import numpy as np
 
 from capshap.interfaces import Captioner, Scorer
 from capshap.job import ImageInput, Outcome, Prepared, Route, outcome_of
-from capshap.runners import RUNNERS
+from capshap.runners.registry import RUNNERS
 
 logger = logging.getLogger(__name__)
 

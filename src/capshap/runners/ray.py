@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from capshap.job import ImageInput, Outcome, Plan, Prepared, outcome_of
-from capshap.runners import RUNNERS
+from capshap.runners.registry import RUNNERS
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from capshap.job import ImageInput, Outcome, Prepared, outcome_of
-from capshap.runners import RUNNERS
+from capshap.runners.registry import RUNNERS
 
 __all__ = ["run_serial"]
 

@@ -15,7 +15,7 @@ import numpy as np
 from capshap.grounding import CONTRADICTED, GROUNDED, PRIOR, Thresholds
 
 if TYPE_CHECKING:  # pragma: no cover
-    from capshap.explanation import Explanation
+    from capshap import Explanation
 
 __all__ = ["BACKGROUND", "BORDER", "SYMBOL", "MEANING", "legend_text", "strongest_grounded", "strongest_words", "live_tokens"]
 

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from capshap.grounding import LABELS
+from capshap.viz.marks import BACKGROUND, BORDER, MEANING, SYMBOL, legend_text, strongest_words
 from capshap.viz.plots import (
     DEFAULT_PERCENTILE,
     grey_background,
     overlay_rgba,
     value_scale,
 )
-from capshap.grounding import LABELS
-from capshap.viz.marks import BACKGROUND, BORDER, MEANING, SYMBOL, legend_text, strongest_words
 from capshap.viz.report import MAX_WORDS, _data_uri, original_size, text
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from capshap.explanation import Explanation
+    from capshap import Explanation
 
 __all__ = ["explanation_html", "summary", "strongest_token", "heatmap_rgb", "show"]
 

@@ -37,7 +37,7 @@ from capshap.viz.marks import SYMBOL
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from capshap.explanation import Explanation
+    from capshap import Explanation
 
 logger = logging.getLogger(__name__)
 

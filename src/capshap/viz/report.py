@@ -48,7 +48,7 @@ from capshap.viz.plots import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from capshap.explanation import Explanation
+    from capshap import Explanation
 
 __all__ = ["Report", "ReportPage", "report", "safe_href", "text"]
 
@@ -463,7 +463,7 @@ def report(
         Shows the page in a notebook (``display(capshap.report(exps))``); ``.html`` is the
         page as a string, ``.path`` where it was written.
     """
-    from capshap.explanation import Explanation
+    from capshap import Explanation
 
     rep = Report(title, percentile=percentile)
     for exp in [explanations] if isinstance(explanations, Explanation) else explanations:

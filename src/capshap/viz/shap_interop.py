@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from capshap.explanation import Explanation
+    from capshap import Explanation
 
 __all__ = ["to_shap"]
 
