@@ -167,7 +167,7 @@ class Bars:
             self.run = tqdm(total=n_images, desc="images", unit="img", file=sys.stderr, position=0,
                             leave=True, dynamic_ncols=True)
 
-    def start_image(self, label: str, total: int) -> None:
+    def start_image(self, label: str, total: int | None) -> None:
         if self._tqdm is None:
             return
         self.close_image()
@@ -182,6 +182,13 @@ class Bars:
     def advance(self, n: int) -> None:
         if self.image is not None:
             self.image.update(n)
+
+    def progress(self, done: int, total: int) -> None:
+        """The image bar stands at ``done`` of ``total`` (a total known only once work starts)."""
+        if self.image is not None:
+            if self.image.total != total:
+                self.image.total = total
+            self.image.update(done - self.image.n)
 
     def close_image(self) -> None:
         if self.image is not None:

@@ -295,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pointing game: a hit when the top pixel lies within PX pixels of a box")
     v.add_argument("-o", "--out", default=None, metavar="DIR",
                    help="where metrics.json and metrics.md go (default: RUN_DIR)")
+    v.add_argument("--recompute", action="store_true",
+                   help="score the deletion / insertion curves again even where an earlier evaluate into the "
+                   "same folder scored them with the same files and settings (by default they are reused, so "
+                   "adding --boxes scores nothing again)")
     common(v)
 
     ver = sub.add_parser("version", help="print the versions of capshap and its libraries", formatter_class=_Formatter)
