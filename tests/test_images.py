@@ -409,7 +409,7 @@ def folder(tmp_path):
 
 
 def test_folder_scan_skips_reports_and_keeps_going(folder, caplog):
-    with caplog.at_level(logging.WARNING, logger="capshap.images"):
+    with caplog.at_level(logging.DEBUG, logger="capshap.images"):
         recs = list(iter_images(folder))
     assert [r.name for r in recs] == ["Big.png", "broken.jpg", "img2.jpg", "img10.png"]
     assert all(isinstance(r, LoadedImage) for r in recs)
@@ -426,6 +426,9 @@ def test_folder_scan_skips_reports_and_keeps_going(folder, caplog):
     assert bad.path == folder / "broken.jpg"
     text = caplog.text
     assert "notes.txt" in text and "not an image file" in text
+    # a file that is not an image by its extension (a README, a notebook) is skipped
+    # quietly: logged for -vv, never a warning on every run
+    assert not any("notes.txt" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
     # a file that fails to load is yielded as an error record for the caller to report,
     # not logged a second time as a warning
     assert not any("broken.jpg" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)

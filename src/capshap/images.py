@@ -852,8 +852,8 @@ def _iter(
             n_images = 0
             for rel in rels:
                 file = path / rel
-                if not is_image_path(rel):
-                    logger.warning("skipped %s: not an image file", _printable(str(file)))
+                if not is_image_path(rel):  # notes, notebooks, ...: skipped quietly
+                    logger.debug("skipped %s: not an image file", _printable(str(file)))
                     continue
                 n_images += 1
                 if once(file):

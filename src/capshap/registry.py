@@ -149,8 +149,12 @@ class Registry(Generic[T]):
     def describe(self) -> str:
         """Several lines: each kind with its help text and options."""
         lines = []
+        first_with: dict[tuple[str, ...], str] = {}  # kinds sharing options list them once
         for e in self:
-            extra = f" (options: {', '.join(e.options)})" if e.options and e.options != ("*",) else ""
+            extra = ""
+            if e.options and e.options != ("*",):
+                same = first_with.setdefault(e.options, e.name)
+                extra = f" (options: {', '.join(e.options)})" if same == e.name else f" (options: as {same})"
             lines.append(f"  {e.name:<12} {e.help}{extra}")
         return "\n".join(lines)
 

@@ -153,8 +153,8 @@ def list_inputs(paths: Sequence[str | os.PathLike[str]], recursive: bool = False
             continue
         n = 0
         for rel in rels:
-            if not is_image_path(rel):
-                logger.warning("skipped %s: not an image file", printable(str(path / rel)))
+            if not is_image_path(rel):  # notes, notebooks, ...: skipped quietly
+                logger.debug("skipped %s: not an image file", printable(str(path / rel)))
                 continue
             n += 1
             add(rel.as_posix(), path / rel)

@@ -1,8 +1,11 @@
 """examples/walkthrough.ipynb runs top to bottom, and its HTML shows the inline explanation.
 
-The notebook is executed with nbclient in a fresh kernel that imports this checkout's
-capshap; its rich outputs are then put on one page and opened in headless Chromium, which
-must decode the explanation's inline pictures, the plots and the report's frame.
+The notebook is stored with its outputs made at the SHAP notebook's settings (the examples at
+full size, 300 evaluations). The tests execute it with nbclient in a fresh kernel that imports
+this checkout's capshap, with its fast parameter (``CAPSHAP_WALKTHROUGH_FAST=1``: 16
+evaluations on 112-px images); its rich outputs are then put on one page and opened in
+headless Chromium, which must decode the explanation's inline pictures, the plots and the
+report's frame.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def executed():
         # the kernel imports this checkout's capshap and draws without a display
         mp.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
         mp.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        mp.setenv("CAPSHAP_WALKTHROUGH_FAST", "1")  # seconds, not minutes
         client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                          resources={"metadata": {"path": str(NOTEBOOK.parent)}})
         client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
@@ -47,9 +51,32 @@ def _rich(outputs, mime: str) -> list:
     return [o["data"][mime] for o in outputs if "data" in o and mime in o["data"]]
 
 
-def test_committed_notebook_has_no_outputs():
+def _stderr(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stderr")
+
+
+def test_committed_notebook_shows_outputs_made_at_the_real_settings():
+    """What a reader sees first: every cell's output, at 300 evaluations on the 224-px examples."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("outputs") for c in code[:-1] if not c.source.startswith("(fixed,)"))
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))  # in order, top to bottom
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert "IProgress" not in _stderr(nb) and "TqdmWarning" not in _stderr(nb)
+    printed = "".join(o.get("text", "") for o in _outputs(nb, "captioner = capshap.BuiltinCaptioner()"))
+    assert "resized" not in printed and printed.count("original 224x224") == 4
+    frag = _rich(_outputs(nb, "exp = exps[1]"), "text/html")[0]
+    assert "explained at 224x224 px" in frag and "300 evaluations" in frag
+    from PIL import Image
+
+    photo = re.search(r'class="capshap-photo"[^>]*src="data:image/png;base64,([^"]+)"', frag).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(photo))).size == (224, 224)
+
+
+def test_executed_notebook_has_no_progress_warnings(executed):
+    # no ipywidgets in the test kernel: progress is one updated line, not tqdm's warning wall
+    assert "IProgress" not in _stderr(executed) and "TqdmWarning" not in _stderr(executed)
 
 
 def test_walkthrough_runs_and_shows_every_step(executed):

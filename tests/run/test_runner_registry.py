@@ -25,9 +25,15 @@ def _readme_runner_block() -> str:
 
 @pytest.fixture
 def registered():
+    """A clean registry around the test (another test may have run the README already)."""
+
+    def clear() -> None:
+        if "largest-first" in RUNNERS:
+            RUNNERS.unregister("largest-first")
+
+    clear()
     yield
-    if "largest-first" in RUNNERS:
-        RUNNERS.unregister("largest-first")
+    clear()
 
 
 def test_the_readme_runner_runs_and_orders_images_largest_first(registered, tmp_path, monkeypatch):

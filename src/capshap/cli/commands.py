@@ -72,6 +72,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             run_dir, args.boxes, captioner=args.captioner, scorer=args.scorer, trust_run=args.trust_run,
             device=args.device, cache_dir=args.cache, batch_size=args.batch_size, steps=args.steps,
             random_orders=args.random_orders, seed=args.seed, tolerance=args.tolerance, out=args.out,
+            progress=False if args.quiet else None, reuse=not args.recompute,
         )
     except RebuildRefused as e:
         raise UsageError(str(e)) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import textwrap
+from typing import Any
 
 __all__ = ["build_parser", "UsageError", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
@@ -119,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"capshap {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def common(sp: argparse.ArgumentParser) -> None:
-        g = sp.add_mutually_exclusive_group()
+    def common(sp: Any, where: Any = None) -> None:
+        g = (where if where is not None else sp).add_mutually_exclusive_group()
         g.add_argument("-q", "--quiet", action="store_true", help="print errors only: no progress bars, no summary")
         g.add_argument("-v", "--verbose", action="count", default=0, help="more log messages (-v info, -vv debug)")
 
@@ -147,111 +148,120 @@ def build_parser() -> argparse.ArgumentParser:
         "130 interrupted (Ctrl-C), 143 terminated (SIGTERM).",
         formatter_class=_Formatter,
     )
-    e.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders of images")
-    e.add_argument("-o", "--out", default="out", metavar="DIR", help="output folder (created if missing)")
-    e.add_argument("--captioner", default="builtin", metavar="SPEC",
+    # options in groups, in the order a user decides them
+    g_in = e.add_argument_group("input")
+    g_cap = e.add_argument_group("captioner")
+    g_score = e.add_argument_group("scoring")
+    g_mask = e.add_argument_group("masking and tree")
+    g_budget = e.add_argument_group("budget")
+    g_out = e.add_argument_group("output")
+    g_scale = e.add_argument_group("scale (several images at once, Ray)")
+    g_in.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders of images")
+    g_out.add_argument("-o", "--out", default="out", metavar="DIR", help="output folder (created if missing)")
+    g_cap.add_argument("--captioner", default="builtin", metavar="SPEC",
                    help=f"who writes the caption: {CAPTIONER_HELP}. builtin is EfficientNet-Lite0 "
                    "'a photo of a {label}' (offline; builtin:3 names three labels); azure reads "
                    "AZURE_VISION_ENDPOINT and AZURE_VISION_KEY")
-    e.add_argument("--scorer", default="auto", metavar="SPEC",
+    g_score.add_argument("--scorer", default="auto", metavar="SPEC",
                    help=f"how a masked image is scored against the caption: {SCORER_HELP}. auto: the "
                    "captioner's own head (builtin, hf) else presence; own: teacher-force the captioner; "
                    "presence: 1/0 per word in the masked image's caption; surrogate: a language model "
                    "scores the caption given the masked image's caption (the SHAP notebook's method)")
-    e.add_argument("--captioner-opt", action="append", default=None, metavar="K=V,...",
+    g_cap.add_argument("--captioner-opt", action="append", default=None, metavar="K=V,...",
                    help="options of the chosen captioner kind (repeatable), e.g. timeout=60 for azure; "
                    "the kinds and their options are listed below")
-    e.add_argument("--base-url", default=None, metavar="URL",
+    g_cap.add_argument("--base-url", default=None, metavar="URL",
                    help="the server of an openai: captioner, e.g. http://localhost:8000/v1 for vLLM "
                    "(default: OPENAI_BASE_URL, else OpenAI's API); the key comes from OPENAI_API_KEY")
-    e.add_argument("--scorer-opt", action="append", default=None, metavar="K=V,...",
+    g_score.add_argument("--scorer-opt", action="append", default=None, metavar="K=V,...",
                    help="options of the chosen scorer, e.g. score=logprob")
-    e.add_argument("--tokens", choices=("words", "pieces"), default="words",
+    g_score.add_argument("--tokens", choices=("words", "pieces"), default="words",
                    help="explain whole words (sub-word pieces merged, their values summed) or the model's pieces")
-    e.add_argument("--caption", default=None, metavar="TEXT",
-                   help="explain this caption instead of the one the captioner writes (any scorer; the builtin "
-                   "captioner's own head scores only its 'a photo of a LABEL' template)")
-    e.add_argument("--contrast", default=None, metavar="TEXT",
+    g_score.add_argument("--caption", default=None, metavar="TEXT",
+                   help="explain this caption instead of the one the captioner writes (any scorer; own-head and "
+                   "surrogate scorers teacher-force it, presence looks for its words in the masked images' captions; "
+                   "the builtin captioner's own head scores only its 'a photo of a LABEL' template)")
+    g_score.add_argument("--contrast", default=None, metavar="TEXT",
                    help="explain why the model prefers its caption over TEXT: the score is log p(caption) - "
                    "log p(TEXT), whole captions, teacher-forced (own-head and surrogate scorers)")
-    e.add_argument("--mask", default="inpaint_ns", metavar="FILL", help="how hidden regions are filled: " + fill_help().replace(", or a background image array", ""))
-    e.add_argument("--max-evals", type=_positive_int("--max-evals", 3), default=300, metavar="N",
+    g_score.add_argument("--grounded-above", type=float, default=0.5, metavar="X",
+                   help="a word whose evidence (its score on the image minus its score with the image hidden, "
+                   "in score units) is above X is 'grounded' in the outputs")
+    g_score.add_argument("--contradicted-below", type=float, default=-0.5, metavar="X",
+                   help="a word whose evidence is below X is 'contradicted' (the image lowers it); between the "
+                   "two thresholds a word is 'prior'-driven (the model says it with or without the image)")
+    g_mask.add_argument("--mask", default="inpaint_ns", metavar="FILL", help="how hidden regions are filled: " + fill_help().replace(", or a background image array", ""))
+    g_budget.add_argument("--max-evals", type=_positive_int("--max-evals", 3), default=300, metavar="N",
                    help="model evaluations per image (the budget)")
-    e.add_argument("--batch-size", type=_positive_int("--batch-size"), default=50, metavar="N",
+    g_budget.add_argument("--batch-size", type=_positive_int("--batch-size"), default=50, metavar="N",
                    help="masked images per model call")
-    e.add_argument("--model-batch-size", type=_positive_int("--model-batch-size"), default=None, metavar="N",
+    g_scale.add_argument("--model-batch-size", type=_positive_int("--model-batch-size"), default=None, metavar="N",
                    help="images per forward pass of the captioner (default: its own; lower it when a GPU runs "
                    "out of memory)")
-    e.add_argument("--fixed-context", type=_fixed_context, default=None, metavar="none|0|1",
+    g_mask.add_argument("--fixed-context", type=_fixed_context, default=None, metavar="none|0|1",
                    help="none: exact Owen values where the budget reaches; 0 or 1: cheaper one-sided "
                    "variants (context all masked / all visible) (default: none)")
-    e.add_argument("--tree", default="axis", metavar="SPEC",
+    g_mask.add_argument("--tree", default="axis", metavar="SPEC",
                    help=f"the region hierarchy: {TREE_HELP}. axis: shap's halves/quarters/...; "
                    "slic/felzenszwalb/quickshift: superpixels merged into a tree; labels:FILE.png: one "
                    "integer label map for every image; labels:FOLDER: FOLDER/NAME.png for image NAME.jpg; "
                    "masks:FOLDER: the masks FOLDER/NAME/*.png and FOLDER/NAME_*.png (non-zero = inside) "
                    "for image NAME.jpg. Segmentations may have the image's stored or fitted size")
-    e.add_argument("--segments", type=_positive_int("--segments", 2), default=64, metavar="N",
+    g_mask.add_argument("--segments", type=_positive_int("--segments", 2), default=64, metavar="N",
                    help="number of superpixels for slic, felzenszwalb, quickshift")
-    e.add_argument("--channels", action="store_true",
+    g_mask.add_argument("--channels", action="store_true",
                    help="shap's channel leaves on the axis tree: each colour channel is its own region "
                    "(values (H, W, 3, T), number for number shap's Image masker with channels)")
-    size = e.add_mutually_exclusive_group()
+    size = g_in.add_mutually_exclusive_group()
     size.add_argument("--max-side", type=_positive_int("--max-side", 8), default=500, metavar="PX",
                       help="shrink images so the longer side is at most PX pixels")
     size.add_argument("--no-resize", action="store_true", help="explain images at their full size")
-    e.add_argument("--render-size", type=_render_size, default="full", metavar="full|auto|N",
+    g_mask.add_argument("--render-size", type=_render_size, default="full", metavar="full|auto|N",
                    help="resolution masked images are rendered at: full (the loaded image; exact shap parity), "
                    "auto (the size the captioner resizes to, e.g. 224 px for builtin: about 2x faster at 500 px, "
                    "values correlate 0.88-0.96 with full) or N (longer side N px). Values stay per pixel of the "
                    "loaded image")
-    e.add_argument("--max-pixels", type=_positive_int("--max-pixels", 64), default=50_000_000, metavar="N",
+    g_in.add_argument("--max-pixels", type=_positive_int("--max-pixels", 64), default=50_000_000, metavar="N",
                    help="refuse images with more pixels (width x height) than this, before decoding them")
-    e.add_argument("--seed", type=int, default=0, help="seed that breaks ties in the search order")
-    e.add_argument("--device", default=None, metavar="DEV",
+    g_mask.add_argument("--seed", type=int, default=0, help="seed that breaks ties in the search order")
+    g_cap.add_argument("--device", default=None, metavar="DEV",
                    help="torch device for the models: cpu, cuda, cuda:1, mps (default: builtin on cpu, "
                    "Hugging Face models on cuda if available)")
-    e.add_argument("--generate", default=None, metavar="K=V,...",
+    g_cap.add_argument("--generate", default=None, metavar="K=V,...",
                    help="generation settings for hf: captioners, e.g. max_new_tokens=20,num_beams=3")
-    e.add_argument("--prompt", default=None, metavar="TEXT",
+    g_cap.add_argument("--prompt", default=None, metavar="TEXT",
                    help="the captioning prompt: chat models (hf: LLaVA, Qwen2-VL, SmolVLM, Gemma 3; openai:) "
                    "default to 'Describe this image in one sentence.', PaliGemma to 'caption en'; BLIP and "
                    "GIT continue a text prefix such as 'a picture of'. It is never part of the explained caption")
-    e.add_argument("--cache", default=None, metavar="DIR",
+    g_cap.add_argument("--cache", default=None, metavar="DIR",
                    help="caption cache folder (azure, hf): re-runs cost no API calls for images seen before")
-    e.add_argument("--grounded-above", type=float, default=0.5, metavar="X",
-                   help="a word whose evidence (its score on the image minus its score with the image hidden, "
-                   "in score units) is above X is 'grounded' in the outputs")
-    e.add_argument("--contradicted-below", type=float, default=-0.5, metavar="X",
-                   help="a word whose evidence is below X is 'contradicted' (the image lowers it); between the "
-                   "two thresholds a word is 'prior'-driven (the model says it with or without the image)")
-    e.add_argument("--grid", type=_grid_value, default=None, metavar="N|all",
+    g_out.add_argument("--grid", type=_grid_value, default=None, metavar="N|all",
                    help="also write NAME_grid.png: the first N masked images (or all) with the caption "
                    "made for each (or the scores, for scorers that make no captions)")
-    e.add_argument("--outline", action=argparse.BooleanOptionalAction, default=None,
+    g_out.add_argument("--outline", action=argparse.BooleanOptionalAction, default=None,
                    help="draw the leaf segments' outlines in the plots (default: on for segment trees)")
-    e.add_argument("--in-flight", type=_positive_int("--in-flight"), default=None, metavar="N",
+    g_scale.add_argument("--in-flight", type=_positive_int("--in-flight"), default=None, metavar="N",
                    help="explain N images at once on this machine, their model calls stacked into one "
                    "(default: 8 on a GPU, 4 for a captioner behind a server, else 1: a serial run, bit for bit "
                    "the same values every time); stacked CPU batches change values by ~1e-6")
-    e.add_argument("--runner", default="auto", metavar="NAME",
+    g_scale.add_argument("--runner", default="auto", metavar="NAME",
                    help=f"how the images are run: {RUNNER_HELP}. auto: in flight on a GPU or for a captioner behind a "
                    "server, else serial")
-    e.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+    g_scale.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="spread the images over a Ray cluster: HOST:PORT or ray://HOST:PORT, or no address "
                    "to start Ray on this machine (needs pip install 'capshap[ray]')")
-    e.add_argument("--workers", type=_positive_int("--workers"), default=None, metavar="N",
+    g_scale.add_argument("--workers", type=_positive_int("--workers"), default=None, metavar="N",
                    help="Ray actors (default: the cluster's CPUs, or GPUs / --gpus-per-worker)")
-    e.add_argument("--gpus-per-worker", type=_finite_positive("--gpus-per-worker"), default=0, metavar="G",
+    g_scale.add_argument("--gpus-per-worker", type=_finite_positive("--gpus-per-worker"), default=0, metavar="G",
                    help="GPUs each Ray actor asks for (0: CPU actors)")
-    e.add_argument("-r", "--recursive", action="store_true", help="also look for images in subfolders")
-    e.add_argument("--no-html", action="store_true", help="do not write index.html")
-    e.add_argument("--overwrite", action="store_true",
+    g_in.add_argument("-r", "--recursive", action="store_true", help="also look for images in subfolders")
+    g_out.add_argument("--no-html", action="store_true", help="do not write index.html")
+    g_out.add_argument("--overwrite", action="store_true",
                    help="explain every image again even if --out holds a run (with the same or other "
                    "settings); without it a re-run skips the images already explained and refuses other settings")
-    e.add_argument("--wait-lock", action="store_true",
+    g_out.add_argument("--wait-lock", action="store_true",
                    help="if another capshap run is writing --out, wait for it to finish instead of stopping")
-    common(e)
+    common(e, g_out)
 
     s = sub.add_parser(
         "show",
@@ -303,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pointing game: a hit when the top pixel lies within PX pixels of a box")
     v.add_argument("-o", "--out", default=None, metavar="DIR",
                    help="where metrics.json and metrics.md go (default: RUN_DIR)")
+    v.add_argument("--recompute", action="store_true",
+                   help="score the deletion / insertion curves again even where an earlier evaluate into the "
+                   "same folder scored them with the same files and settings (by default they are reused, so "
+                   "adding --boxes scores nothing again)")
     common(v)
 
     ver = sub.add_parser("version", help="print the versions of capshap and its libraries", formatter_class=_Formatter)

@@ -12,11 +12,15 @@ Curves are reported twice:
 
 - raw: the scorer's score of the token (log-odds by default) at each fraction, and the area
   under it (``*_auc_raw``, trapezoid rule over x in [0, 1], so in score units);
-- normalised: ``(score - empty) / (full - empty)``, where ``full`` is the token's score on the
-  unmasked image and ``empty`` on the fully masked one. A normalised curve runs from 1 to 0
-  (deletion) or 0 to 1 (insertion) and its area (``*_auc``) lies near [0, 1] whatever the
-  token's scale, so tokens and images can be compared. Where ``|full - empty| <= 1e-8`` the
-  token does not depend on the image and normalised values are NaN (``null`` in JSON).
+- normalised: ``(score - empty) / (full - empty)`` clipped to [0, 1], where ``full`` is the
+  token's score on the unmasked image and ``empty`` on the fully masked one: the share of the
+  way from the empty image's score to the full image's that a partly masked image reaches. A
+  normalised curve runs from 1 to 0 (deletion) or 0 to 1 (insertion) and its area
+  (``*_auc``) lies in [0, 1] whatever the token's scale, so tokens and images can be
+  compared. A partly masked image can score beyond the full image or below the empty one;
+  those points count as 1 or 0 here (the raw curves keep them). Where
+  ``|full - empty| <= 1e-8`` the token does not depend on the image and normalised values
+  are NaN (``null`` in JSON).
 
 A faithful explanation gives a *low* deletion area (the score falls as soon as the credited
 pixels go) and a *high* insertion area. The baseline is a random ordering averaged over
@@ -38,7 +42,7 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -115,8 +119,12 @@ class _Plan:
     def __len__(self) -> int:
         return len(self.items)
 
-    def score(self, masker: Masker, scorer: Scorer, batch_size: int, T: int, threads: int) -> tuple[np.ndarray, int]:
-        """Render and score every mask: returns ((U, T) float64 scores, number of scorer calls)."""
+    def score(
+        self, masker: Masker, scorer: Scorer, batch_size: int, T: int, threads: int,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[np.ndarray, int]:
+        """Render and score every mask: returns ((U, T) float64 scores, number of scorer calls).
+        ``progress(done, total)`` is called after each batch."""
         U = len(self.items)
         out = np.empty((U, T), dtype=np.float64)
         calls = 0
@@ -138,6 +146,8 @@ class _Plan:
                         f"expected ({len(ids)}, {T}): one column per token of the explanation"
                     )
                 out[s : s + len(ids)] = sc
+                if progress is not None:
+                    progress(s + len(ids), U)
         return out, calls
 
 
@@ -205,6 +215,7 @@ def deletion_insertion(
     seed: int | None = 0,
     block: int = 8,
     threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Deletion and insertion curves of an explanation, against random orders.
 
@@ -221,6 +232,8 @@ def deletion_insertion(
     seed : seeds tie-breaking and the random orders; same seed, same result.
     block : side in pixels of the random-order units when the tree has no segments.
     threads : threads for rendering masks (default: CPU count).
+    progress : called as ``progress(done, total)`` after each scorer call, with the number
+        of masked images scored so far and in all.
 
     Returns
     -------
@@ -229,7 +242,8 @@ def deletion_insertion(
     ``n_images`` / ``n_calls`` (images scored, scorer calls) and the settings.
     Per token: ``full_score`` / ``empty_score`` (raw scores on the unmasked / fully masked
     image); ``deletion_scores`` / ``insertion_scores`` (raw curves); ``deletion_curve`` /
-    ``insertion_curve`` (normalised); ``deletion_auc`` / ``insertion_auc`` (normalised areas)
+    ``insertion_curve`` (normalised: in [0, 1], see the module docstring);
+    ``deletion_auc`` / ``insertion_auc`` (normalised areas, in [0, 1])
     and ``*_auc_raw`` (raw areas); ``random_deletion_auc`` / ``random_insertion_auc`` and
     their ``_std``, ``_raw`` and ``_raw_std`` variants; ``random_deletion_curve`` /
     ``random_insertion_curve`` (mean normalised curves); ``deletion_beats_random`` (deletion
@@ -283,7 +297,7 @@ def deletion_insertion(
         order = np.argsort(perm[flat_units], kind="stable")
         random_ids.append(curves(_rank_of(order)))
 
-    scores, n_calls = plan.score(masker, scorer, int(batch_size), T, threads)
+    scores, n_calls = plan.score(masker, scorer, int(batch_size), T, threads, progress)
     logger.info(
         "%s: scored %d masked images in %d calls for %d tokens", exp.name, len(plan), n_calls, len(idx)
     )
@@ -295,7 +309,7 @@ def deletion_insertion(
         ok = abs(d) > _EPS
 
         def norm(y: np.ndarray, e_s: float = e_s, d: float = d, ok: bool = ok) -> np.ndarray:
-            return (y - e_s) / d if ok else np.full_like(y, np.nan)
+            return np.clip((y - e_s) / d, 0.0, 1.0) if ok else np.full_like(y, np.nan)
 
         dele, ins = token_ids[t]
         del_raw, ins_raw = scores[dele, t], scores[ins, t]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from capshap.atomic import atomic_write_text
 from capshap.explanation import Explanation, _load_settings
 from capshap.interfaces import Scorer, ScorerFactory
 from capshap.jsonable import jsonable as _clean
+from capshap.metrics.curvecache import CurveCache
 from capshap.metrics.curves import check_curve_params, deletion_insertion, nanmean
 from capshap.metrics.markdown import metrics_markdown
 from capshap.metrics.pointing import (
@@ -43,13 +44,15 @@ from capshap.metrics.rebuild import (
     bind_given,
     plan_recipe,
 )
+from capshap.metrics.tokens import pixel_values
+from capshap.progress import Bars, wants_bars
 from capshap.savedfile import MAX_JSON_BYTES
 from capshap.settings import Settings
 from capshap.text import printable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_run", "NothingEvaluated", "MAX_JSON_BYTES"]
+__all__ = ["evaluate_run", "NothingEvaluated", "MAX_JSON_BYTES", "credited_tokens"]
 
 # Explanation JSON files larger than MAX_JSON_BYTES (the loader's own limit) are skipped unread.
 
@@ -67,6 +70,14 @@ _ROW_KEYS = (
     "deletion_beats_random",
     "insertion_beats_random",
 )
+
+
+# files a run folder holds besides its explanations (skipped without a word)
+_RUN_FILES = frozenset({"manifest.json", "summary.json", "metrics.json"})
+
+
+# what a cached curve entry must hold per token (the row fields, see curvecache)
+_CURVE_KEYS = _ROW_KEYS
 
 
 class NothingEvaluated(ValueError):
@@ -120,8 +131,9 @@ def find_explanations(run_dir: Path, skip: set[Path]) -> tuple[list[_Found], lis
 
     An .npz is taken as an explanation (a failure when its JSON is missing, unreadable, not
     a capshap explanation or has bad settings); a JSON file without .npz is a failure when it
-    says it is a capshap explanation, else only logged. ``metrics.json`` and ``skip`` are
-    ignored.
+    says it is a capshap explanation, skipped quietly when the run wrote it (``manifest.json``,
+    ``summary.json``, ``metrics.json``, other ``capshap.*`` formats), else logged as a warning.
+    ``skip`` is ignored.
     """
     found: list[_Found] = []
     failures: list[dict[str, str]] = []
@@ -159,12 +171,17 @@ def find_explanations(run_dir: Path, skip: set[Path]) -> tuple[list[_Found], lis
         r = js.resolve()
         if r in paired or r in skip or js.name == "metrics.json" or hidden(js) or js == run_dir / "manifest.json":
             continue
+        if js.parent == run_dir and js.name in _RUN_FILES:  # the run's own files: skipped quietly
+            logger.debug("Skipping %s: written by the run, not an explanation", js.name)
+            continue
         try:
-            is_exp = _read_meta(js).get("format") == "capshap.explanation"
+            fmt = _read_meta(js).get("format")
         except (OSError, ValueError):
-            is_exp = False
-        if is_exp:
+            fmt = None
+        if fmt == "capshap.explanation":
             fail(js, f"no matching {js.with_suffix('.npz').name}: the explanation's arrays are missing")
+        elif isinstance(fmt, str) and fmt.startswith("capshap."):  # another file capshap writes
+            logger.debug("Skipping %s: a %s file, not an explanation", js.name, printable(fmt, 40))
         else:
             logger.warning("Skipping %s: no matching .npz, so not a saved explanation",
                            printable(js.relative_to(run_dir).as_posix(), 200))
@@ -194,6 +211,17 @@ class _Failed(Exception):
     """One explanation could not be evaluated; the message says at which stage and why."""
 
 
+def credited_tokens(exp: Explanation) -> list[int]:
+    """Indices of the tokens with credit somewhere (a non-zero value); the others, such as
+    template words that do not depend on the image, have nothing to evaluate."""
+    v = pixel_values(exp)
+    return [int(t) for t in np.flatnonzero(np.any(v != 0, axis=(0, 1)))]
+
+
+def _no_curves(exp: Explanation) -> dict[str, Any]:
+    return {"name": exp.name, "caption": exp.caption, "tokens": [], "n_images": 0, "n_calls": 0, "summary": {}}
+
+
 def _evaluate_one(
     f: _Found,
     root: Path,
@@ -202,16 +230,31 @@ def _evaluate_one(
     used_keys: set[str],
     kw: dict[str, Any],
     tolerance: float,
+    cache: CurveCache,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows and the image record of one explanation; errors carry the stage in their message."""
+    """Rows and the image record of one explanation; errors carry the stage in their message.
+
+    Only tokens with credit are evaluated (see :func:`credited_tokens`); the curves come
+    from ``cache`` when it holds them for the same files and parameters."""
     stage = "loading"
     try:
         exp = Explanation.load(f.stem)
-        logger.info("Evaluating %s (%d tokens)", printable(f.label, 200), len(exp.tokens))
-        stage = "rebuilding its scorer"
-        scorer = bind(f, exp)
-        stage = "scoring masked images"
-        di = deletion_insertion(exp, scorer, **kw)
+        tokens = credited_tokens(exp)
+        logger.info("Evaluating %s (%d of %d tokens have credit)", printable(f.label, 200), len(tokens),
+                    len(exp.tokens))
+        key = cache.key(f.stem, tokens)
+        di = cache.get(f.label, key)
+        if di is not None:
+            logger.info("%s: curves of an earlier evaluation reused", printable(f.label, 200))
+        elif not tokens:
+            di = _no_curves(exp)
+        else:
+            stage = "rebuilding its scorer"
+            scorer = bind(f, exp)
+            stage = "scoring masked images"
+            di = _clean(deletion_insertion(exp, scorer, token=tokens, progress=progress, **kw))
+            cache.put(f.label, key, di)
         stage = "the pointing game"
         pointing: dict[int, dict[str, Any]] = {}
         default_pg = None
@@ -241,8 +284,10 @@ def _evaluate_one(
         row["energy_share"] = None if pg is None else pg["energy_share"]
         row["box_fraction"] = None if pg is None else pg["box_fraction"]
         rows.append(row)
+    left_out = [tok for i, tok in enumerate(exp.tokens) if i not in set(tokens)]
     image = {"image": exp.name, "file": f.label, "caption": exp.caption, "boxes": img_boxes, "metrics": di,
-             "pointing": default_pg}
+             "pointing": default_pg,
+             "words_without_credit": left_out}
     return rows, image
 
 
@@ -250,11 +295,12 @@ def _summary(rows: list[dict[str, Any]], images: list[dict[str, Any]], n_failed:
     def mean_of(key: str) -> float:
         return nanmean([r[key] for r in rows if r[key] is not None])
 
-    pg_images = [im["pointing"] for im in images if im["pointing"] is not None]
+    pg_images = [im["pointing"] for im in images if im["pointing"] is not None and im["pointing"]["hit"] is not None]
     return {
         "n_images": len(images),
         "n_rows": len(rows),
         "n_failed": n_failed,
+        "n_words_without_credit": sum(len(im.get("words_without_credit") or ()) for im in images),
         **{
             f"mean_{k}": mean_of(k)
             for k in ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "energy_share")
@@ -270,7 +316,8 @@ def _write(out_dir: Path, result: dict[str, Any], settings: dict[str, Any]) -> N
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (
         ("metrics.json", json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False)),
-        ("metrics.md", metrics_markdown(result["rows"], settings, result["failures"])),
+        ("metrics.md", metrics_markdown(result["rows"], settings, result["failures"],
+                                        left_out=result["summary"].get("n_words_without_credit", 0))),
     ):
         atomic_write_text(out_dir / name, text)
     logger.info("Wrote %s and %s", out_dir / "metrics.json", out_dir / "metrics.md")
@@ -292,8 +339,14 @@ def evaluate_run(
     tolerance: float = 15,
     device: str | None = None,
     cache_dir: str | None = None,
+    progress: bool | None = None,
+    reuse: bool = True,
 ) -> dict[str, Any]:
     """Evaluate every saved explanation of a run and write ``metrics.json`` and ``metrics.md``.
+
+    Only words with credit somewhere are evaluated: a word whose values are all zero (a
+    template word such as "a photo of") has no ranking to test; such words are listed per
+    image (``words_without_credit``) and counted in the summary.
 
     Parameters
     ----------
@@ -319,6 +372,11 @@ def evaluate_run(
     tolerance : pointing-game tolerance in pixels, finite and >= 0.
     out : output folder (default: ``run_dir``).
     device, cache_dir : torch device and caption cache folder for rebuilt captioners.
+    progress : progress bars on stderr (an image bar and the masked images scored); None:
+        only when a person is watching (a terminal or a notebook), as in :func:`capshap.explain`.
+    reuse : take the curves of an earlier evaluation into the same ``out`` folder when
+        nothing they depend on changed (see :mod:`capshap.metrics.curvecache`), so that
+        adding ``boxes`` scores nothing again. Never with ``scorer_factory``.
 
     Returns
     -------
@@ -387,19 +445,31 @@ def evaluate_run(
         found = [f for f in found if f.label in recipes]
 
     kw = {"steps": steps, "batch_size": batch_size, "random_orders": random_orders, "seed": seed}
+    cache = CurveCache(out_dir if reuse and scorer_factory is None else None,
+                       {**kw, "block": 8, "captioner": captioner, "scorer": scorer, "trust_run": trust_run,
+                        "device": device}, _CURVE_KEYS)
     rows: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []
     used_keys: set[str] = set()
-    for f in found:
-        try:
-            r, im = _evaluate_one(f, root, bind, box_map, used_keys, kw, tolerance)
-        except _Failed as e:
-            logger.warning("Skipping %s: %s", printable(f.label, 200), printable(e, 400))
-            logger.debug("traceback of %s", f.label, exc_info=e.__cause__)
-            failures.append({"file": f.label, "reason": str(e)})
-            continue
-        rows += r
-        images.append(im)
+    bars = Bars(len(found), wants_bars(progress))
+    try:
+        for i, f in enumerate(found):
+            bars.start_image(f"[{i + 1}/{len(found)}] {f.label}", None)
+            try:
+                r, im = _evaluate_one(f, root, bind, box_map, used_keys, kw, tolerance, cache, bars.progress)
+            except _Failed as e:
+                logger.warning("Skipping %s: %s", printable(f.label, 200), printable(e, 400))
+                logger.debug("traceback of %s", f.label, exc_info=e.__cause__)
+                failures.append({"file": f.label, "reason": str(e)})
+                continue
+            finally:
+                bars.image_done()
+            rows += r
+            images.append(im)
+    finally:
+        bars.close()
+    if cache.hits:
+        logger.info("Reused the curves of %d of %d explanations from an earlier evaluation", cache.hits, len(found))
     if box_map is not None:
         for k in sorted(set(box_map) - used_keys):
             logger.warning("Boxes entry %s matches no explanation in %s", printable(repr(k), 200), printable(root))
@@ -421,4 +491,5 @@ def evaluate_run(
     summary = _summary(rows, images, len(failures))
     result = _clean({"settings": settings, "summary": summary, "rows": rows, "images": images, "failures": failures})
     _write(out_dir, result, settings)
+    cache.save()
     return result

@@ -147,7 +147,9 @@ def pointing_game(
     ``distance`` (pixels from the point to the nearest box, 0 inside), ``hit`` (distance <=
     tolerance), ``energy_share`` (positive attribution inside the boxes over all positive
     attribution; NaN when there is none), ``box_fraction`` (share of pixels inside the boxes),
-    ``tolerance`` and ``boxes``.
+    ``tolerance`` and ``boxes``. A token with no credit anywhere (an all-zero map, such as a
+    template word's) has no top pixel: ``point``, ``distance`` and ``hit`` are then None
+    ("n/a" in metrics.md), and it is left out of the pointing accuracy.
     """
     bx = check_boxes(boxes, "pointing_game")
     if not bx:
@@ -156,12 +158,16 @@ def pointing_game(
     v_all = pixel_values(exp)
     t = default_token(exp) if token is None else token_index(exp, token)
     v = v_all[..., t]
+    inside = _box_mask(bx, v.shape)
+    if not np.any(v):  # no credit anywhere: nothing points, so no hit and no miss
+        return {"token": exp.tokens[t], "index": t, "point": None, "distance": None, "hit": None,
+                "energy_share": float("nan"), "box_fraction": float(inside.mean()),
+                "tolerance": float(tolerance), "boxes": bx}
     r, c = _top_point(v)
     px, py = c + 0.5, r + 0.5
     dist = min(
         math.hypot(max(x0 - px, 0.0, px - x1), max(y0 - py, 0.0, py - y1)) for x0, y0, x1, y1 in bx
     )
-    inside = _box_mask(bx, v.shape)
     pos = np.clip(v, 0, None)
     total = float(pos.sum())
     return {
