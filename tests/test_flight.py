@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from capshap.flight import Batcher, concurrent_calls, run_in_flight
-from capshap.interfaces import Scorer
+from capshap.interfaces import FunctionCaptioner, Scorer
 from capshap.run import ImageInput, prepare, run_images
 from capshap.settings import Settings
 
@@ -162,19 +162,50 @@ def test_batcher_runs_one_model_call_at_a_time_and_returns_errors_to_the_caller(
 
 
 def test_cloud_clients_are_called_concurrently_not_through_the_model_thread():
-    class Client:
-        pass
+    """Concurrency is declared (interfaces.py), not guessed from private attributes: the cloud
+    captioners declare it, presence scorers and the caption cache forward it, and an object
+    that only has an HTTP client inside does not count."""
+    from capshap.captioners.azure import AzureCaptioner
+    from capshap.captioners.cache import CaptionCache, with_cache
+    from capshap.interfaces import FunctionCaptioner
+    from capshap.scoring.presence import PresenceScorer
 
-    Client.__name__ = "HTTPClient"
+    cloud = AzureCaptioner(endpoint="http://127.0.0.1:9", key="not-a-key")  # sends nothing
+    local = FunctionCaptioner(_captioner)
+    try:
+        assert concurrent_calls(cloud) and concurrent_calls(PresenceScorer(cloud).bind("a red cat"))
+        assert concurrent_calls(with_cache(cloud, CaptionCache(), "ns"))
+        assert not concurrent_calls(local) and not concurrent_calls(PresenceScorer(local).bind("a red cat"))
 
-    class Cloud:
-        _client = Client()
+        class Flagged(AzureCaptioner):
+            concurrent_calls = False
 
-    class Flagged:
-        concurrent_calls = False
-        _client = Client()
+        assert not concurrent_calls(Flagged(endpoint="http://127.0.0.1:9", key="not-a-key"))
+    finally:
+        cloud.close()
 
-    assert concurrent_calls(Cloud()) and not concurrent_calls(Flagged()) and not concurrent_calls(object())
+
+class _ThreadCaptioner(FunctionCaptioner):
+    """Records the thread of every call."""
+
+    def __init__(self, concurrent: bool):
+        super().__init__(_captioner)
+        self.concurrent_calls = concurrent
+        self.threads: list[str] = []
+
+    def caption(self, images):
+        self.threads.append(threading.current_thread().name)
+        return super().caption(images)
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_a_declared_concurrent_captioner_is_called_from_the_image_threads(concurrent):
+    cap = _ThreadCaptioner(concurrent)
+    parts = prepare(Settings(max_evals=20, batch_size=4, mask="0"), captioner=cap, scorer=RowFactory())
+    outs = list(run_in_flight(_images(3), parts, in_flight=3))
+    assert all(o.ok for o in outs) and len(cap.threads) == 3
+    expected = "capshap-image" if concurrent else "capshap-model"
+    assert all(t.startswith(expected) for t in cap.threads), cap.threads
 
 
 def test_bad_runner_and_in_flight_are_refused():

@@ -6,15 +6,16 @@ serial run's. What changes is who calls the model: every model call of every ima
 caption, and each batch of masked images) goes to one :class:`Batcher`, whose single model
 thread takes whatever is queued when it is free and makes ONE call for it:
 
-* scorers that can stack (they have ``stack_key`` and ``score_stacked(requests)``, as the
-  built-in classifier's scorer does) are stacked: the masked images of all queued requests
-  with the same key go through one forward pass, and each request gets its own rows;
+* scorers that declare a ``stack_key`` (:class:`~capshap.interfaces.Scorer`; the built-in
+  classifier's and the Hugging Face own-head scorers do) are stacked: the masked images of
+  all queued requests with the same key go through :meth:`Scorer.score_stacked` (one
+  forward pass per model batch), and each request gets its own rows;
 * any other scorer is called once per request, still on the model thread (torch models are
   not called from two threads at once);
-* scorers and captioners that talk to a server (``concurrent_calls = True``, or an
-  :class:`~capshap.captioners.http.HTTPClient` inside) are called from the image threads
-  directly: their requests share the captioner's one connection pool and its one
-  concurrency limit, so several images keep that limit busy.
+* scorers and captioners that declare ``concurrent_calls`` (clients of a server, such as
+  the cloud captioners) are called from the image threads directly: their requests share
+  the captioner's one connection pool and its one concurrency limit, so several images
+  keep that limit busy.
 
 Masks are rendered in the image threads (the masker's own thread pool; OpenCV and numpy
 release the GIL) while the model thread runs another image's batch.
@@ -61,26 +62,16 @@ def default_in_flight(device: str | None = None, captioner: Any = None) -> int:
     return 1
 
 
-def stackable(scorer: Any) -> bool:
-    """Whether ``scorer`` can share a model call with other scorers (``stack_key`` and
-    ``score_stacked``)."""
-    return getattr(scorer, "stack_key", None) is not None and callable(getattr(scorer, "score_stacked", None))
+def stackable(scorer: Scorer) -> bool:
+    """Whether ``scorer`` declares that it can share a model call with other scorers (a
+    ``stack_key``, see :class:`~capshap.interfaces.Scorer`)."""
+    return scorer.stack_key is not None
 
 
-def concurrent_calls(obj: Any) -> bool:
-    """Whether ``obj`` (a scorer or captioner) may be called from several threads at once:
-    it says so (``concurrent_calls = True``), or its captioner talks to a server through an
-    :class:`~capshap.captioners.http.HTTPClient` (one pool, one concurrency limit)."""
-    for o in (obj, getattr(obj, "captioner", None)):
-        if o is None:
-            continue
-        flag = getattr(o, "concurrent_calls", None)
-        if flag is not None:
-            return bool(flag)
-        client = getattr(o, "_client", None)
-        if client is not None and type(client).__name__ == "HTTPClient":
-            return True
-    return False
+def concurrent_calls(obj: Captioner | Scorer) -> bool:
+    """Whether ``obj`` (a scorer or captioner) declares that it may be called from several
+    threads at once (``concurrent_calls``, see :mod:`capshap.interfaces`)."""
+    return bool(obj.concurrent_calls)
 
 
 @dataclass
@@ -156,15 +147,14 @@ class Batcher:
                 return None
             first = self._queue.popleft()
             taken = [first]
-            key = getattr(first.scorer, "stack_key", None) if first.scorer is not None and stackable(first.scorer) else None
+            key = first.scorer.stack_key if first.scorer is not None else None
             if key is None:
                 return taken
             n = first.n
             rest: deque[_Request] = deque()
             while self._queue:
                 r = self._queue.popleft()
-                if (r.scorer is not None and stackable(r.scorer) and r.scorer.stack_key == key
-                        and n + r.n <= self.max_images):
+                if r.scorer is not None and r.scorer.stack_key == key and n + r.n <= self.max_images:
                     taken.append(r)
                     n += r.n
                 else:
@@ -208,13 +198,15 @@ class Batcher:
 
 
 class _RoutedScorer(Scorer):
-    """A bound scorer whose model calls go through the :class:`Batcher`."""
+    """A bound scorer whose model calls go through the :class:`Batcher` (so it declares no
+    ``stack_key`` of its own: the batcher stacks the inner scorers)."""
 
     def __init__(self, inner: Scorer, batcher: Batcher):
         self.inner = inner
         self.batcher = batcher
         self.caption = inner.caption
         self.tokens = inner.tokens
+        self.concurrent_calls = inner.concurrent_calls
         self._direct = concurrent_calls(inner)
 
     def score_with_captions(self, images: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
@@ -250,11 +242,15 @@ class _RoutedCaptioner(Captioner):
         self.input_size = inner.input_size
         self.limits = inner.limits
         self.spec = inner.spec
+        self.concurrent_calls = inner.concurrent_calls
         self._direct = concurrent_calls(inner)
 
     @property
     def name(self) -> str:
-        return getattr(self.inner, "name", type(self.inner).__name__)
+        return self.inner.name
+
+    def input_size_for(self, image_shape: Any) -> tuple[int, int] | None:
+        return self.inner.input_size_for(image_shape)
 
     def caption(self, images: Any) -> list[str]:
         if self._direct:
@@ -286,7 +282,7 @@ class FlightProgress:
         self._status: dict[str, str] = {}
         self.evals = 0
         self._bar = None
-        tqdm = getattr(bars, "_tqdm", None) if bars is not None else None
+        tqdm = bars.tqdm if bars is not None else None
         if tqdm is not None:
             import sys
 

@@ -253,7 +253,7 @@ def limits_of(parts: Parts) -> tuple[ImageLimits | None, str]:
     cap = parts.captioner
     if cap is None:
         return None, "the captioner"
-    return getattr(cap, "limits", None), getattr(cap, "name", type(cap).__name__)
+    return cap.limits, cap.name
 
 
 def _fill_text(mask: Any) -> str:
