@@ -281,3 +281,49 @@ def test_closing_the_batcher_fails_queued_calls_instead_of_hanging():
     first.join(timeout=10)
     closer.join(timeout=10)
     assert errors == ["the run was stopped"]
+
+
+class _HalfSizeCaptioner(FunctionCaptioner):
+    """Declares that its model sees every image at half size (render_size="auto" renders there)."""
+
+    def __init__(self):
+        super().__init__(_captioner)
+        self.asked: list[tuple[int, int]] = []
+
+    def input_size_for(self, image_shape):
+        self.asked.append((int(image_shape[0]), int(image_shape[1])))
+        return (int(image_shape[0]) // 2, int(image_shape[1]) // 2)
+
+
+def test_in_flight_renders_at_the_size_the_captioner_declares_as_serial_does():
+    items = _images(3)
+    runs = {}
+    for runner in ("serial", "in_flight"):
+        cap = _HalfSizeCaptioner()
+        parts = prepare(Settings(max_evals=20, batch_size=4, mask="0", render_size="auto"), captioner=cap,
+                        scorer=RowFactory())
+        runs[runner] = {o.name: o.explanation for o in run_images(items, parts, runner=runner, in_flight=3)}
+        assert sorted(cap.asked) == sorted(im.array.shape[:2] for im in items)  # asked once per image
+    for name, a in runs["serial"].items():
+        assert np.array_equal(a.node_values, runs["in_flight"][name].node_values)
+
+
+def test_abilities_are_read_not_probed():
+    """Optional abilities are declared in interfaces.py: no module looks them up with getattr
+    or hasattr, and none reads the cloud captioners' private client."""
+    import pathlib
+    import re
+
+    import capshap
+
+    root = pathlib.Path(capshap.__file__).parent
+    names = "stack_key|score_stacked|concurrent_calls|input_size_for|input_size|limits|_client|_tqdm"
+    probe = re.compile(rf"""(getattr|hasattr)\([^)]*["']({names})["']""")
+    cloud = {"cloud.py", "azure.py", "openai.py"}  # CloudCaptioner owns _client; its subclasses use it
+    found = []
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        found += [f"{path.name}: {m.group(0)}" for m in probe.finditer(text)]
+        if path.name not in cloud:
+            found += [f"{path.name}: ._client" for _ in re.finditer(r"\._client\b", text)]
+    assert not found, found

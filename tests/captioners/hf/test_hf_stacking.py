@@ -212,3 +212,26 @@ def test_in_flight_explain_equals_serial_and_stacks_model_calls(family, caplog):
     calls, requests = (int(x) for x in re.search(r"(\d+) model calls served (\d+) requests", caplog.text).groups())
     assert calls < requests  # some model calls served several images' batches
     assert n_flight < n_serial  # and so the model ran fewer forward passes
+
+
+@pytest.mark.parametrize("family", ["blip", "idefics3"])
+def test_contrast_scorers_stack_both_captions(family, imgs, caplog):
+    """A contrast scorer (log p(caption) - log p(other)) stacks where its two own-head
+    scorers do: both captions of several requests in shared passes, equal to score()."""
+    from capshap.scoring.contrast import ContrastScorer
+
+    caplog.set_level(logging.ERROR)
+    cap = captioner(family, batch_size=8)
+    factory = ContrastScorer(capshap.OwnHead(cap, score="logprob"), TEXTS[1])
+    a, c = factory.bind(TEXTS[0]), factory.bind(TEXTS[2])
+    assert a.stack_key is not None and a.stack_key == c.stack_key
+    requests = [(a, imgs[:3]), (c, imgs[3:5])]
+    fw = Forwards(cap.model)
+    try:
+        stacked = a.score_stacked(requests)
+    finally:
+        fw.close()
+    assert fw.n == 2  # 10 rows (two captions each) in passes of 8
+    for (sc, im), got in zip(requests, stacked):
+        assert got.shape == (len(im), 1)
+        np.testing.assert_allclose(got, sc.score(im), rtol=RTOL, atol=ATOL)
