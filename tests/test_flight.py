@@ -262,6 +262,8 @@ def test_closing_the_batcher_fails_queued_calls_instead_of_hanging():
     gate = threading.Event()
     first = threading.Thread(target=lambda: b.call(gate.wait))
     first.start()
+    while b.requests == 0:  # the model thread has taken the first call
+        threading.Event().wait(0.001)
     errors = []
 
     def queued():
