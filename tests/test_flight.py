@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from runs import prepare, run_images
 
-from capshap.interfaces import Scorer
+from capshap.interfaces import FunctionCaptioner, Scorer
 from capshap.job import ImageInput
 from capshap.runners.flight import Batcher, concurrent_calls, run_in_flight
 from capshap.settings import Settings
@@ -163,19 +163,50 @@ def test_batcher_runs_one_model_call_at_a_time_and_returns_errors_to_the_caller(
 
 
 def test_cloud_clients_are_called_concurrently_not_through_the_model_thread():
-    class Client:
-        pass
+    """Concurrency is declared (interfaces.py), not guessed from private attributes: the cloud
+    captioners declare it, presence scorers and the caption cache forward it, and an object
+    that only has an HTTP client inside does not count."""
+    from capshap.captioners.azure import AzureCaptioner
+    from capshap.captioners.cache import CaptionCache, with_cache
+    from capshap.interfaces import FunctionCaptioner
+    from capshap.scoring.presence import PresenceScorer
 
-    Client.__name__ = "HTTPClient"
+    cloud = AzureCaptioner(endpoint="http://127.0.0.1:9", key="not-a-key")  # sends nothing
+    local = FunctionCaptioner(_captioner)
+    try:
+        assert concurrent_calls(cloud) and concurrent_calls(PresenceScorer(cloud).bind("a red cat"))
+        assert concurrent_calls(with_cache(cloud, CaptionCache(), "ns"))
+        assert not concurrent_calls(local) and not concurrent_calls(PresenceScorer(local).bind("a red cat"))
 
-    class Cloud:
-        _client = Client()
+        class Flagged(AzureCaptioner):
+            concurrent_calls = False
 
-    class Flagged:
-        concurrent_calls = False
-        _client = Client()
+        assert not concurrent_calls(Flagged(endpoint="http://127.0.0.1:9", key="not-a-key"))
+    finally:
+        cloud.close()
 
-    assert concurrent_calls(Cloud()) and not concurrent_calls(Flagged()) and not concurrent_calls(object())
+
+class _ThreadCaptioner(FunctionCaptioner):
+    """Records the thread of every call."""
+
+    def __init__(self, concurrent: bool):
+        super().__init__(_captioner)
+        self.concurrent_calls = concurrent
+        self.threads: list[str] = []
+
+    def caption(self, images):
+        self.threads.append(threading.current_thread().name)
+        return super().caption(images)
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_a_declared_concurrent_captioner_is_called_from_the_image_threads(concurrent):
+    cap = _ThreadCaptioner(concurrent)
+    parts = prepare(Settings(max_evals=20, batch_size=4, mask="0"), captioner=cap, scorer=RowFactory())
+    outs = list(run_in_flight(parts, _images(3), in_flight=3))
+    assert all(o.ok for o in outs) and len(cap.threads) == 3
+    expected = "capshap-image" if concurrent else "capshap-model"
+    assert all(t.startswith(expected) for t in cap.threads), cap.threads
 
 
 def test_bad_runner_and_in_flight_are_refused():
@@ -232,6 +263,8 @@ def test_closing_the_batcher_fails_queued_calls_instead_of_hanging():
     gate = threading.Event()
     first = threading.Thread(target=lambda: b.call(gate.wait))
     first.start()
+    while b.requests == 0:  # the model thread has taken the first call
+        threading.Event().wait(0.001)
     errors = []
 
     def queued():
@@ -251,3 +284,50 @@ def test_closing_the_batcher_fails_queued_calls_instead_of_hanging():
     first.join(timeout=10)
     closer.join(timeout=10)
     assert errors == ["the run was stopped"]
+
+
+class _HalfSizeCaptioner(FunctionCaptioner):
+    """Declares that its model sees every image at half size (render_size="auto" renders there)."""
+
+    def __init__(self):
+        super().__init__(_captioner)
+        self.asked: list[tuple[int, int]] = []
+
+    def input_size_for(self, image_shape):
+        self.asked.append((int(image_shape[0]), int(image_shape[1])))
+        return (int(image_shape[0]) // 2, int(image_shape[1]) // 2)
+
+
+def test_in_flight_renders_at_the_size_the_captioner_declares_as_serial_does():
+    items = _images(3)
+    runs = {}
+    for runner in ("serial", "in_flight"):
+        cap = _HalfSizeCaptioner()
+        parts = prepare(Settings(max_evals=20, batch_size=4, mask="0", render_size="auto"), captioner=cap,
+                        scorer=RowFactory())
+        extra = {"in_flight": 3} if runner == "in_flight" else {}
+        runs[runner] = {o.name: o.explanation for o in run_images(items, parts, runner=runner, **extra)}
+        assert sorted(cap.asked) == sorted(im.array.shape[:2] for im in items)  # asked once per image
+    for name, a in runs["serial"].items():
+        assert np.array_equal(a.node_values, runs["in_flight"][name].node_values)
+
+
+def test_abilities_are_read_not_probed():
+    """Optional abilities are declared in interfaces.py: no module looks them up with getattr
+    or hasattr, and none reads the cloud captioners' private client."""
+    import pathlib
+    import re
+
+    import capshap
+
+    root = pathlib.Path(capshap.__file__).parent
+    names = "stack_key|score_stacked|concurrent_calls|input_size_for|input_size|limits|_client|_tqdm"
+    probe = re.compile(rf"""(getattr|hasattr)\([^)]*["']({names})["']""")
+    cloud = {"cloud.py", "azure.py", "openai.py"}  # CloudCaptioner owns _client; its subclasses use it
+    found = []
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        found += [f"{path.name}: {m.group(0)}" for m in probe.finditer(text)]
+        if path.name not in cloud:
+            found += [f"{path.name}: ._client" for _ in re.finditer(r"\._client\b", text)]
+    assert not found, found

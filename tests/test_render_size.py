@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from capshap.interfaces import Captioner
 from capshap.masking import Masker, render_shape
 from capshap.regions.axis import axis_aligned
 
@@ -121,11 +122,16 @@ def test_bad_render_size_is_named(photo, bad):
         Masker(photo, axis_aligned(48, 64), 0, render_size=bad)
 
 
-class _Cap:
+class _Cap(Captioner):
+    """A captioner that declares an input size (and, with ``fn``, overrides input_size_for)."""
+
     def __init__(self, size=None, fn=None):
         self.input_size = size
         if fn is not None:
             self.input_size_for = fn
+
+    def caption(self, images):
+        return ["a thing"] * len(images)
 
 
 def test_render_shape_rules():

@@ -7,13 +7,25 @@ batch of N masked images to an (N, T) float array, one column per token. A
 :class:`ScorerFactory` (anything with ``bind(caption) -> Scorer``) makes bound scorers.
 A :class:`MaskerLike` renders coalitions of region-tree nodes as masked images.
 
+Optional abilities are declared here, with defaults, and read as plain attributes by the
+runners and the masker (never discovered with ``getattr``):
+
+* a captioner's ``input_size`` / :meth:`Captioner.input_size_for` (the size its model sees,
+  for rendering masks at that size), ``limits`` (what it accepts, checked at load time) and
+  ``concurrent_calls`` (it may be called from several threads at once);
+* a scorer's ``stack_key`` / :meth:`Scorer.score_stacked` (several scorers' batches share
+  one model call) and ``concurrent_calls``.
+
+Wrappers (the caption cache, the in-flight runner's routed parts, contrast and presence
+scorers) forward these declarations from what they wrap.
+
 Images everywhere are uint8 RGB arrays: one image is (H, W, 3), a batch is (N, H, W, 3).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -79,6 +91,12 @@ class Captioner(ABC):
     #: What the captioner accepts (checked at load time), or None for anything.
     limits: ImageLimits | None = None
 
+    #: True when the captioner may be called from several threads at once: a client of a
+    #: server, whose requests share one connection pool and one concurrency limit. Runners
+    #: then call it from the image threads directly; a local model (False) is called from
+    #: one model thread only.
+    concurrent_calls: bool = False
+
     #: The registry spec that rebuilds this captioner (set by the captioner registry),
     #: e.g. "hf:Salesforce/blip-image-captioning-base"; None for objects made by hand.
     spec: str | None = None
@@ -88,6 +106,15 @@ class Captioner(ABC):
         ``params`` (e.g. a server's software version and the model id it served). Keys
         must be JSON-ready; the default records nothing."""
         return {}
+
+    def input_size_for(self, image_shape: Sequence[int]) -> tuple[int, int] | None:
+        """The (h, w) an image of ``image_shape`` (H, W, ...) can be resized to before this
+        captioner sees it, or None where unknown (then masks are rendered at full size).
+
+        The default is :attr:`input_size`, a plain resize of the whole image (aspect ratio
+        not kept). Captioners that keep the aspect ratio or crop override it.
+        """
+        return self.input_size
 
 
 @runtime_checkable
@@ -193,14 +220,32 @@ class Scorer(ABC):
         The target caption.
     tokens : list[str]
         The T tokens of the caption that get a score column each.
+    stack_key : hashable or None
+        Scorers with equal, non-None keys can share one model call
+        (:meth:`score_stacked`); None (the default) means this scorer is called alone.
+    concurrent_calls : bool
+        True when :meth:`score` may be called from several threads at once (it talks to a
+        server); default False (a local model, called from one thread).
     """
 
     caption: str
     tokens: list[str]
 
+    stack_key: Hashable | None = None
+    concurrent_calls: bool = False
+
     @abstractmethod
     def score(self, images: np.ndarray) -> np.ndarray:
         """Score a batch: images (N, H, W, 3) uint8 -> (N, T) float64."""
+
+    def score_stacked(self, requests: Sequence[tuple["Scorer", np.ndarray]]) -> list[np.ndarray]:
+        """Score several (scorer, images (N_i, H_i, W_i, 3)) requests, all of scorers with
+        this scorer's :attr:`stack_key`, in as few model calls as the model allows; returns
+        each request's (N_i, T_i) float64 scores, in order.
+
+        The default scores them one by one; scorers with a ``stack_key`` override it.
+        """
+        return [sc.score(imgs) for sc, imgs in requests]
 
     def score_with_captions(self, images: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
         """Like :meth:`score`, also returning the caption made of each masked image where

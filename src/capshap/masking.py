@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 if TYPE_CHECKING:  # only for annotations: importing the regions package loads OpenCV and Pillow
+    from capshap.interfaces import Captioner
     from capshap.regions.tree import Tree
 
 
@@ -424,18 +425,17 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def render_shape(
-    image_shape: Sequence[int], render_size: str | int | None, captioner: Any = None
+    image_shape: Sequence[int], render_size: str | int | None, captioner: Captioner | None = None
 ) -> tuple[int, int] | None:
     """The (h, w) to render masks of an image of ``image_shape`` at, or None for full size.
 
     render_size:
       * ``"full"`` or None: full size (exact ``shap.maskers.Image`` parity).
-      * ``"auto"``: the size the captioner resizes images to. A captioner that keeps the
-        aspect ratio or crops may define ``input_size_for(image_shape) -> (h, w) | None``
-        (the built-in one does with ``crop_fraction``); otherwise its ``input_size``
-        (h, w) is taken as a plain resize of the whole image to (h, w) (aspect ratio not
-        kept, as the built-in captioner's and BLIP's processors do). None (unknown, e.g. a
-        cloud captioner) means full size.
+      * ``"auto"``: the size the captioner resizes images to, its declared
+        :meth:`~capshap.interfaces.Captioner.input_size_for` (by default its
+        ``input_size``, a plain resize of the whole image, aspect ratio not kept, as the
+        built-in captioner's and BLIP's processors do; the built-in one overrides it with
+        ``crop_fraction``). None (unknown, e.g. a cloud captioner) means full size.
       * an int N: the longer side becomes N, aspect ratio kept.
 
     Never upsamples: each side is at most the image's (rendering a 100 px image at 224
@@ -448,8 +448,7 @@ def render_shape(
     if render_size == "auto":
         size = None
         if captioner is not None:
-            fn = getattr(captioner, "input_size_for", None)
-            size = fn((H, W)) if callable(fn) else getattr(captioner, "input_size", None)
+            size = captioner.input_size_for((H, W))
         if size is None:
             return None
         h, w = int(size[0]), int(size[1])

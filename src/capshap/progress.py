@@ -167,6 +167,12 @@ class Bars:
             self.run = tqdm(total=n_images, desc="images", unit="img", file=sys.stderr, position=0,
                             leave=True, dynamic_ncols=True)
 
+    @property
+    def tqdm(self) -> Any:
+        """The tqdm class the bars are drawn with, or None when bars are off (for runners
+        that draw bars of their own beside these)."""
+        return self._tqdm
+
     def start_image(self, label: str, total: int | None) -> None:
         if self._tqdm is None:
             return

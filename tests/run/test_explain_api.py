@@ -23,11 +23,13 @@ def test_bad_files_are_skipped_and_named(tmp_path, caplog):
     shutil.copy(EXAMPLES / "3.jpg", tmp_path / "c.jpg")
     (tmp_path / "b.jpg").write_bytes(b"not a jpeg at all")
     (tmp_path / "notes.txt").write_text("hello")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.DEBUG, logger="capshap"):
         exps = capshap.explain(tmp_path, captioner=lambda im: "grey", scorer=_scorer_factory, max_evals=10)
     assert [e.name for e in exps] == ["a.jpg", "c.jpg"]
     assert any("b.jpg" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    # not an image by its extension: named, but quietly (debug), not a warning (issue 20)
     assert any("notes.txt" in r.getMessage() for r in caplog.records)
+    assert not any("notes.txt" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
     with pytest.raises(capshap.ImageError, match="b.jpg"):
         capshap.explain(tmp_path, captioner=lambda im: "grey", scorer=_scorer_factory, max_evals=10, on_error="raise")
 

@@ -60,14 +60,13 @@ def _hf(arg: str, options: dict[str, Any], context: Mapping[str, Any]) -> Captio
     kw.update(options)
     if context.get("batch_size") is not None:
         kw["batch_size"] = int(context["batch_size"])
-    cap: Captioner = HFCaptioner(arg, **kw)
-    if context.get("cache_dir") is not None:
-        from capshap.captioners.cache import CaptionCache, with_cache
+    hf = HFCaptioner(arg, **kw)
+    if context.get("cache_dir") is None:
+        return hf
+    from capshap.captioners.cache import CaptionCache, with_cache
 
-        gk = getattr(cap, "generate_kwargs", {}) or {}
-        ns = f"hf/{arg}/{sorted(gk.items())!r}/{getattr(cap, 'prompt', None)!r}"
-        cap = with_cache(cap, CaptionCache(context["cache_dir"]), ns)
-    return cap
+    ns = f"hf/{arg}/{sorted(hf.generate_kwargs.items())!r}/{hf.prompt!r}"
+    return with_cache(hf, CaptionCache(context["cache_dir"]), ns)
 
 
 _AZURE_APIS = {"azure": "v3.2", "azure-v3.2": "v3.2", "azure-v3.1": "v3.1", "azure-v4": "v4"}

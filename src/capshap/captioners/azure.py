@@ -49,24 +49,19 @@ exception for every image; :meth:`AzureCaptioner.caption` waits until every imag
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
-import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from capshap.captioners.cache import CaptionCache
-from capshap.captioners.cloud import CloudCaptioner, ServiceError
+from capshap.captioners.cloud import IMAGE_ENCODERS, CloudCaptioner, ServiceError
 from capshap.captioners.http import (
-    HTTPClient,
     Request,
     Response,
     RetryAnswer,
@@ -126,15 +121,6 @@ _API_ALIASES = {
     "v3.1": "v3.1", "3.1": "v3.1",
     "v4": "v4", "v4.0": "v4", "4.0": "v4", "4": "v4",
 }
-
-# image_format option -> (PIL format, save options)
-_ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "png": ("PNG", {}),
-    "jpeg": ("JPEG", {"subsampling": 0}),
-    "bmp": ("BMP", {}),
-    "webp": ("WEBP", {"lossless": True}),
-}
-
 
 class AzureError(ServiceError):
     """A request to Azure AI Vision failed (``image``, ``index``, ``status`` as in
@@ -231,6 +217,7 @@ class AzureCaptioner(CloudCaptioner):
     """
 
     error_type = AzureError
+    image_formats = ("png", "jpeg", "bmp", "webp")
 
     def __init__(
         self,
@@ -266,36 +253,19 @@ class AzureCaptioner(CloudCaptioner):
                 f"gender_neutral=True needs Image Analysis 4.0; got api={self.api!r}: "
                 "use api='v4' or leave gender_neutral off"
             )
-        fmt = str(image_format).strip().lower()
-        if fmt == "jpg":
-            fmt = "jpeg"
-        if fmt not in _ENCODERS:
-            raise ValueError(
-                f"unknown image_format {image_format!r}; use one of {sorted(_ENCODERS)}"
-            )
-        accepted = LIMITS[self.api].formats
-        if _ENCODERS[fmt][0] not in accepted:
-            raise ValueError(
-                f"image_format={image_format!r} is not accepted by Azure {self.api} "
-                f"(it takes {', '.join(sorted(accepted))}); use 'png' or 'jpeg'"
-            )
-        self.image_format = fmt
-        if not 1 <= int(jpeg_quality) <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality!r}")
-        self.jpeg_quality = int(jpeg_quality)
         lim = LIMITS[self.api]
         self.limits = ImageLimits(min_side=lim.min_side, max_side=lim.max_side, max_bytes=lim.max_bytes)
-        self.cache = cache if cache is not None else CaptionCache(cache_dir)
-        self._lock = threading.Lock()
-        self.cache_hits = 0
         self._url = self._build_url()
-        self._client = HTTPClient(
+        super().__init__(
+            client_name=f"azure-{self.api}",
             secret_headers={"Ocp-Apim-Subscription-Key": self._key},
             headers={"Content-Type": "application/octet-stream"},
-            name=f"azure-{self.api}",
+            image_format=image_format,
+            jpeg_quality=jpeg_quality,
+            cache=cache,
+            cache_dir=cache_dir,
             max_concurrency=max_concurrency,
             max_retries=max_retries,
-            max_bad_answers=2,
             timeout=timeout,
             max_response_bytes=max_response_bytes,
             backoff=backoff,
@@ -305,6 +275,15 @@ class AzureCaptioner(CloudCaptioner):
             proxies=proxies,
             sleep=sleep,
             clock=clock,
+        )
+
+    def _refuse_format(self, given: str, image_format: str) -> str | None:
+        accepted = LIMITS[self.api].formats
+        if IMAGE_ENCODERS[image_format][0] in accepted:
+            return None
+        return (
+            f"image_format={given!r} is not accepted by Azure {self.api} "
+            f"(it takes {', '.join(sorted(accepted))}); use 'png' or 'jpeg'"
         )
 
     # ----------------------------------------------------------------- configuration
@@ -362,8 +341,7 @@ class AzureCaptioner(CloudCaptioner):
 
         The full request URL (endpoint, API and version, features, language, gender-neutral
         flag) and the upload encoding."""
-        fmt = self.image_format + (str(self.jpeg_quality) if self.image_format == "jpeg" else "")
-        return f"azure|{self._url}|{fmt}"
+        return f"azure|{self._url}|{self.format_tag}"
 
     def __repr__(self) -> str:
         return f"AzureCaptioner(endpoint={self.endpoint!r}, api={self.api!r})"
@@ -390,12 +368,8 @@ class AzureCaptioner(CloudCaptioner):
                 "resize it (or mask a larger image) before captioning",
                 image=label, index=index,
             )
-        fmt, opts = _ENCODERS[self.image_format]
-        if fmt == "JPEG":
-            opts = {**opts, "quality": self.jpeg_quality}
-        buf = io.BytesIO()
-        Image.fromarray(image, mode="RGB").save(buf, format=fmt, **opts)
-        data = buf.getvalue()
+        fmt = IMAGE_ENCODERS[self.image_format][0]
+        data = self.encode_image(image)
         if len(data) > lim.max_bytes:
             hint = "use image_format='jpeg', " if self.image_format != "jpeg" else ""
             raise ImageLimitError(

@@ -165,10 +165,11 @@ class CachingCaptioner(Captioner):
         self.inner = inner
         self.cache = cache
         self.namespace = namespace
-        self.input_size = getattr(inner, "input_size", None)
-        self.limits = getattr(inner, "limits", None)
-        if callable(getattr(inner, "input_size_for", None)):
-            self.input_size_for = inner.input_size_for
+        # the declared abilities of the wrapped captioner (see capshap.interfaces)
+        self.input_size = inner.input_size
+        self.limits = inner.limits
+        self.concurrent_calls = inner.concurrent_calls
+        self.spec = inner.spec
 
     @property
     def name(self) -> str:
@@ -176,6 +177,9 @@ class CachingCaptioner(Captioner):
 
     def provenance(self) -> dict[str, Any]:
         return self.inner.provenance()
+
+    def input_size_for(self, image_shape: Sequence[int]) -> tuple[int, int] | None:
+        return self.inner.input_size_for(image_shape)
 
     def caption(self, images: Sequence[np.ndarray]) -> list[str]:
         out: list[str | None] = [self.cache.get(self.namespace, im) for im in images]

@@ -52,24 +52,20 @@ presence; ``--scorer own`` is refused naming ``presence`` and ``surrogate:LM``).
 from __future__ import annotations
 
 import base64
-import io
 import itertools
 import json
 import logging
 import os
-import threading
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from capshap.captioners.cache import CaptionCache
 from capshap.captioners.cloud import CloudCaptioner, ServiceError
 from capshap.captioners.http import (
-    HTTPClient,
     Request,
     Response,
     RetryAnswer,
@@ -103,14 +99,6 @@ DEFAULT_PROMPT = "Describe this image in one sentence."
 WORKING_SCORERS = "--scorer presence (word presence) or --scorer surrogate:LM_ID_OR_PATH (a local language model)"
 
 _MB = 1024 * 1024
-
-# image_format option -> (PIL format, MIME type, save options)
-_ENCODERS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "png": ("PNG", "image/png", {}),
-    "jpeg": ("JPEG", "image/jpeg", {"subsampling": 0}),
-    "webp": ("WEBP", "image/webp", {"lossless": True}),
-}
-
 
 class OpenAIError(ServiceError):
     """A request to an OpenAI-compatible server failed (``image``, ``index``, ``status`` as
@@ -242,29 +230,21 @@ class OpenAICaptioner(CloudCaptioner):
         if int(max_tokens) < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens!r}")
         self.max_tokens = int(max_tokens)
-        fmt = str(image_format).strip().lower()
-        fmt = "jpeg" if fmt == "jpg" else fmt
-        if fmt not in _ENCODERS:
-            raise ValueError(f"unknown image_format {image_format!r}; use one of {sorted(_ENCODERS)}")
-        self.image_format = fmt
-        if not 1 <= int(jpeg_quality) <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality!r}")
-        self.jpeg_quality = int(jpeg_quality)
         self.extra_body = dict(extra_body or {})
         reserved = {"model", "messages", "stream"} & set(self.extra_body)
         if reserved:
             raise ValueError(f"extra_body may not set {sorted(reserved)}; they are the captioner's own")
-        self.cache = cache if cache is not None else CaptionCache(cache_dir)
-        self.cache_hits = 0
-        self._lock = threading.Lock()
         self._probe: dict[str, Any] | None = None
-        self._client = HTTPClient(
+        super().__init__(
+            client_name="openai",
             secret_headers={"Authorization": key} if key is not None else {},
             headers={"Content-Type": "application/json"},
-            name="openai",
+            image_format=image_format,
+            jpeg_quality=jpeg_quality,
+            cache=cache,
+            cache_dir=cache_dir,
             max_concurrency=max_concurrency,
             max_retries=max_retries,
-            max_bad_answers=2,
             timeout=timeout,
             max_response_bytes=max_response_bytes,
             backoff=backoff,
@@ -320,10 +300,9 @@ class OpenAICaptioner(CloudCaptioner):
     @property
     def namespace(self) -> str:
         """Cache namespace: everything besides the pixels that determines the caption."""
-        fmt = self.image_format + (str(self.jpeg_quality) if self.image_format == "jpeg" else "")
         gen = json.dumps({"temperature": self.temperature, "seed": self.seed, "max_tokens": self.max_tokens,
                           **self.extra_body}, sort_keys=True, default=str)
-        return f"openai|{self.base_url}|{self.model}|{self.prompt!r}|{gen}|{fmt}"
+        return f"openai|{self.base_url}|{self.model}|{self.prompt!r}|{gen}|{self.format_tag}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
@@ -332,12 +311,7 @@ class OpenAICaptioner(CloudCaptioner):
 
     def encode(self, image: np.ndarray) -> str:
         """(H, W, 3) uint8 -> a ``data:`` URL of the encoded image (in memory)."""
-        fmt, mime, opts = _ENCODERS[self.image_format]
-        if fmt == "JPEG":
-            opts = {**opts, "quality": self.jpeg_quality}
-        buf = io.BytesIO()
-        Image.fromarray(image, mode="RGB").save(buf, format=fmt, **opts)
-        return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.encode_image(image)).decode('ascii')}"
 
     def messages(self, data_url: str | None, answer: str | None = None) -> list[dict[str, Any]]:
         """The conversation: the user's image (if any) and prompt, then ``answer`` as the
@@ -538,6 +512,9 @@ class OpenAIOwnHeadScorer(Scorer):
     tokens; one request per image, ``max_concurrency`` in flight. ``tokens``: the decoded
     answer tokens (whole words with ``merge_words``). ``token_ids``: their ids.
     """
+
+    #: requests go through the captioner's client (one pool, one concurrency limit)
+    concurrent_calls = True
 
     def __init__(self, captioner: OpenAICaptioner, caption: str, score: str = "logodds", merge_words: bool = False):
         self.captioner = captioner

@@ -99,7 +99,11 @@ def bind_scorer(scorer: Any, captioner: Captioner | None, caption: str) -> Score
     if isinstance(scorer, Scorer):
         return scorer
     if isinstance(scorer, ScorerFactory):
-        return scorer.bind(caption)
+        out = scorer.bind(caption)
+        if not isinstance(out, Scorer):
+            raise TypeError(f"{type(scorer).__name__}.bind returned {type(out).__name__}, expected a capshap Scorer "
+                            "(subclass capshap.Scorer)")
+        return out
     if callable(scorer):
         out = scorer(caption)
         if not isinstance(out, Scorer):

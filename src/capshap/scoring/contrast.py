@@ -16,6 +16,7 @@ pair of captions, whatever their lengths and tokenizations.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,8 +49,29 @@ class _BoundContrast(Scorer):
         self.caption = caption
         self.contrast = contrast
         self.tokens = [f"{caption} | not {contrast}"]
+        # it only calls the two scorers: concurrent where both are
+        self.concurrent_calls = ours.concurrent_calls and theirs.concurrent_calls
+        # it stacks where both scorers stack together (one model call for both captions)
+        key = ours.stack_key
+        self.stack_key = ("contrast", key) if key is not None and theirs.stack_key == key else None
 
     def score(self, images: np.ndarray) -> np.ndarray:
-        a = np.asarray(self.ours.score(images), dtype=np.float64).sum(axis=1)
-        b = np.asarray(self.theirs.score(images), dtype=np.float64).sum(axis=1)
-        return (a - b)[:, None]
+        """images (N, H, W, 3) uint8 -> (N, 1) float64: log p(caption) - log p(contrast)."""
+        return _difference(self.ours.score(images), self.theirs.score(images))
+
+    def score_stacked(self, requests: Sequence[tuple[Scorer, np.ndarray]]) -> list[np.ndarray]:
+        """Both captions of every (contrast scorer, images (N_i, H, W, 3)) request in the
+        inner scorers' stacked calls; each request's (N_i, 1) float64 differences."""
+        inner: list[tuple[Scorer, np.ndarray]] = []
+        for sc, imgs in requests:
+            assert isinstance(sc, _BoundContrast)
+            inner += [(sc.ours, imgs), (sc.theirs, imgs)]
+        outs = self.ours.score_stacked(inner)
+        return [_difference(a, b) for a, b in zip(outs[::2], outs[1::2])]
+
+
+def _difference(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    """(N, T1) and (N, T2) per-token log-probabilities -> (N, 1) whole-caption difference."""
+    a = np.asarray(ours, dtype=np.float64).sum(axis=1)
+    b = np.asarray(theirs, dtype=np.float64).sum(axis=1)
+    return (a - b)[:, None]

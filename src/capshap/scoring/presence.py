@@ -28,6 +28,7 @@ class PresenceScorer:
 class _BoundPresence(Scorer):
     def __init__(self, captioner: Captioner, caption: str):
         self.captioner = captioner
+        self.concurrent_calls = captioner.concurrent_calls  # it only calls the captioner
         self.caption = caption
         self.tokens = words(caption)
         if not self.tokens:

@@ -16,7 +16,12 @@ the config's ``model_type``) knows the family's processor and prompt layout:
 ``HFCaptioner.own_scorer(caption)`` (used by ``OwnHead(captioner).bind(caption)``) returns an
 :class:`OwnHeadScorer`: the model is teacher-forced on the caption as its answer, one
 forward pass per batch of masked images, and each answer token gets its log-odds
-log p - log(1 - p) (or log p with ``score="logprob"``) given the masked image.
+log p - log(1 - p) (or log p with ``score="logprob"``) given the masked image. Own-head
+scorers of one captioner declare a ``stack_key``: in flight (``runner="in_flight"``) the
+masked batches of several images, each with its own caption, go through one forward pass,
+the answers right-padded to one length (padded teacher forcing; the decoders are causal, so
+no caption's positions see the padding), equal to one-by-one scoring within float32
+rounding.
 
 Which token ids are teacher-forced
 ----------------------------------

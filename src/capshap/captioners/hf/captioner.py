@@ -267,3 +267,47 @@ class OwnHeadScorer(Scorer):
                 logits = cap.adapter.answer_logits(batch, self.answer_ids)
                 out.append(token_scores_torch(logits[:, keep, :], target, self.score_kind))
         return self.layout.apply(np.concatenate(out, axis=0))
+
+    @property
+    def stack_key(self) -> tuple[str, int]:
+        """Scorers of one captioner object share forward passes (:meth:`score_stacked`)."""
+        return ("hf-own", id(self.captioner))
+
+    def score_stacked(self, requests: Sequence[tuple[Scorer, np.ndarray]]) -> list[np.ndarray]:
+        """Score several (scorer, images (N_i, H, W, 3)) requests of scorers of this
+        captioner, each bound to its own caption, in shared forward passes of
+        ``captioner.batch_size`` images; returns each request's (N_i, T_i) float64.
+
+        The answers of different captions are right-padded to one length (padded teacher
+        forcing, :meth:`FamilyAdapter.answer_logits_many`); each row is read at its own
+        caption's positions. Equal to :meth:`score` up to float rounding: the batch a row
+        is computed in differs (the tests bound the difference on every family).
+        """
+        import torch
+
+        cap = self.captioner
+        scorers: list[OwnHeadScorer] = []
+        for sc, _ in requests:
+            if not isinstance(sc, OwnHeadScorer) or sc.captioner is not cap:
+                raise TypeError(f"cannot stack {type(sc).__name__} with the own-head scorers of {cap.model_id!r}")
+            scorers.append(sc)
+        checked = [_check_images(imgs, f"own-head scorer of {cap.model_id!r}") for _, imgs in requests]
+        flat = [(r, im) for r, imgs in enumerate(checked) for im in imgs]
+        rows: list[list[np.ndarray]] = [[] for _ in requests]
+        dev = cap.device
+        for start in range(0, len(flat), cap.batch_size):
+            chunk = flat[start : start + cap.batch_size]
+            with torch.inference_mode():
+                logits = cap.adapter.answer_logits_many([im for _, im in chunk],
+                                                        [scorers[r].answer_ids for r, _ in chunk])
+                mine: dict[int, list[int]] = {}
+                for j, (r, _) in enumerate(chunk):
+                    mine.setdefault(r, []).append(j)
+                for r, js in mine.items():
+                    sc = scorers[r]
+                    z = torch.stack([logits[j] for j in js])
+                    rows[r].append(token_scores_torch(z[:, sc._keep.to(dev), :], sc._target.to(dev), sc.score_kind))
+        return [
+            sc.layout.apply(np.concatenate(got, axis=0)) if got else np.zeros((0, len(sc.tokens)), dtype=np.float64)
+            for sc, got in zip(scorers, rows)
+        ]

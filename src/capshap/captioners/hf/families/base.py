@@ -9,7 +9,10 @@ own-head scorer only talk to the adapter:
 - ``answer_ids(caption)``: a caption given as text, tokenized the way it would stand as the
   model's answer;
 - ``answer_logits(images, ids)``: one teacher-forced forward pass over a batch of images
-  with ``ids`` as the answer, returning only the logits that predict each answer token.
+  with ``ids`` as the answer, returning only the logits that predict each answer token;
+- ``answer_logits_many(images, answers)``: the same with a different answer per image
+  (padded teacher forcing), so that the masked batches of several captions share one
+  forward pass (the in-flight runner stacks them).
 
 Adding a family is one file with a subclass plus ``@register("model_type", ...)``, imported
 in ``families/__init__.py``.
@@ -26,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "FamilyAdapter",
+    "pad_rows",
     "UnsupportedFamilyError",
     "register",
     "adapter_for",
@@ -87,6 +91,16 @@ def as_id_set(x: Any) -> set[int]:
     if isinstance(x, (list, tuple, set)):
         return {int(v) for v in x if v is not None}
     return {int(x)}
+
+
+def pad_rows(rows: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Right-pad id rows to one length by repeating each row's last id.
+
+    For causal decoders: a position never attends to the positions after it, so what
+    fills the tail of a shorter row is never seen by that row's real positions (its own
+    last id keeps every filler a valid id of the vocabulary)."""
+    width = max(len(r) for r in rows)
+    return [[int(i) for i in r] + [int(r[-1])] * (width - len(r)) for r in rows]
 
 
 def size_of(image_processor: Any) -> tuple[int, int] | None:
@@ -198,6 +212,23 @@ class FamilyAdapter(ABC):
         """Teacher-forced logits: n images and answer ids (T,) -> tensor (n, T, V) whose
         row t predicts ids[t]. One forward pass; only these T positions reach the LM head
         where the model allows it."""
+
+    def answer_logits_many(self, images: Sequence[np.ndarray], answers: Sequence[Sequence[int]]) -> list[Any]:
+        """Teacher-forced logits with one answer per image: n images and n id lists (T_i,)
+        -> n tensors (T_i, V), row t of the i-th predicting ``answers[i][t]``.
+
+        This default makes one :meth:`answer_logits` pass per distinct answer; the
+        families here override it with one padded pass for all of them.
+        """
+        out: list[Any] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, ids in enumerate(answers):
+            groups.setdefault(tuple(int(t) for t in ids), []).append(i)
+        for ids, idx in groups.items():
+            logits = self.answer_logits([images[i] for i in idx], list(ids))
+            for j, i in enumerate(idx):
+                out[i] = logits[j]
+        return out
 
     # -- helpers -----------------------------------------------------------------------
 

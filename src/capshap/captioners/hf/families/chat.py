@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from capshap.captioners.hf.families.base import FamilyAdapter, as_id_set
+from capshap.captioners.hf.families.base import FamilyAdapter, as_id_set, pad_rows
 
 __all__ = ["ChatAdapter", "CHAT_PROMPT"]
 
@@ -115,8 +115,8 @@ class ChatAdapter(FamilyAdapter):
         return dict(self.processor(images=batch, text=[text] * len(images), return_tensors="pt"))
 
     def encode(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
-        """Model inputs for n images of one shape: tensors on the device, floats in the
-        model's dtype."""
+        """Model inputs for n images of one :meth:`same_length` group: tensors on the
+        device, floats in the model's dtype."""
         enc = self.process(images)
         enc.pop("labels", None)
         out = {}
@@ -169,17 +169,30 @@ class ChatAdapter(FamilyAdapter):
 
     def forced_inputs(self, images: Sequence[np.ndarray], ids: Sequence[int]) -> dict[str, Any]:
         """Model inputs for n images of one shape with ``ids[:-1]`` appended as the answer."""
+        return self.forced_inputs_many(images, [ids] * len(images))
+
+    def answer_logits(self, images: Sequence[np.ndarray], ids: Sequence[int]) -> Any:
+        import torch
+
+        return torch.stack(self.answer_logits_many(images, [ids] * len(images)))
+
+    def forced_inputs_many(self, images: Sequence[np.ndarray], answers: Sequence[Sequence[int]]) -> dict[str, Any]:
+        """Model inputs for n images of one :meth:`same_length` group, the i-th with ``answers[i][:-1]``
+        appended as its answer, right-padded to the longest (repeating the row's last id,
+        with the answer's fill values: the answer is causal, so no real position sees the
+        padding)."""
         import torch
 
         enc = self.encode(images)
         n, L = enc["input_ids"].shape
-        extra = [int(i) for i in ids[:-1]]
-        if not extra:
+        k = max(len(ids) for ids in answers) - 1
+        if k == 0:
             return enc
-        k = len(extra)
+        last = enc["input_ids"][:, -1].tolist()
+        tails = pad_rows([[last[j]] + [int(i) for i in ids[:-1]] for j, ids in enumerate(answers)])
         for key, v in list(enc.items()):
             if key == "input_ids":
-                tail = torch.tensor(extra, dtype=v.dtype, device=v.device).unsqueeze(0).expand(n, -1)
+                tail = torch.tensor([t[1:] for t in tails], dtype=v.dtype, device=v.device)
             elif hasattr(v, "shape") and v.dim() == 2 and tuple(v.shape) == (n, L):
                 tail = torch.full((n, k), self.answer_fill.get(key, 0), dtype=v.dtype, device=v.device)
             else:
@@ -187,18 +200,27 @@ class ChatAdapter(FamilyAdapter):
             enc[key] = torch.cat([v, tail], dim=1)
         return enc
 
-    def answer_logits(self, images: Sequence[np.ndarray], ids: Sequence[int]) -> Any:
-        import torch
+    def same_length(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+        """Indices of images grouped so that each group becomes prompts of one length: all
+        images where the processor resizes every image to one size (:attr:`input_size`),
+        else by image shape (dynamic resolution: the shape sets the number of image tokens)."""
+        if self.input_size is not None:
+            return [list(range(len(images)))]
+        return _by_shape(images)
 
-        T = len(ids)
+    def answer_logits_many(self, images: Sequence[np.ndarray], answers: Sequence[Sequence[int]]) -> list[Any]:
+        """One forward pass per group of :meth:`same_length` for n images with an answer
+        each (padded teacher forcing, :meth:`forced_inputs_many`); n tensors (T_i, V)."""
         parts: list[Any] = [None] * len(images)
-        for idx in _by_shape(images):
-            enc = self.forced_inputs([images[i] for i in idx], ids)
+        for idx in self.same_length(images):
+            group = [answers[i] for i in idx]
+            T = max(len(ids) for ids in group)
+            enc = self.forced_inputs_many([images[i] for i in idx], group)
             logits = self.model(**enc, logits_to_keep=T, use_cache=False).logits
             logits = logits[:, -T:, :]  # where logits_to_keep is ignored
             for j, i in enumerate(idx):
-                parts[i] = logits[j]
-        return torch.stack(parts)
+                parts[i] = logits[j, : len(answers[i]), :]
+        return parts
 
 
 def _by_shape(images: Sequence[np.ndarray]) -> list[list[int]]:

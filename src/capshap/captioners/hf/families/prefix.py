@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from capshap.captioners.hf.families.base import FamilyAdapter
+from capshap.captioners.hf.families.base import FamilyAdapter, pad_rows
 
 __all__ = ["PrefixAdapter"]
 
@@ -82,9 +82,16 @@ class PrefixAdapter(FamilyAdapter):
     def answer_logits(self, images: Sequence[np.ndarray], ids: Sequence[int]) -> Any:
         import torch
 
-        ids = [int(i) for i in ids]
-        n, p = len(images), len(self.prefix)
+        return torch.stack(self.answer_logits_many(images, [ids] * len(images)))
+
+    def answer_logits_many(self, images: Sequence[np.ndarray], answers: Sequence[Sequence[int]]) -> list[Any]:
+        """One forward pass for n images with an answer each: the decoder rows
+        ``prefix + answers[i][:-1]`` are right-padded to one length (the decoders are
+        causal, so no real position sees the padding); n tensors (T_i, V)."""
+        import torch
+
         # the decoder reads prefix + ids[:-1]; position p - 1 + j predicts ids[j]
-        row = torch.tensor(self.prefix + ids[:-1], dtype=torch.long, device=self.device)
-        logits = self._forward(self.pixel_values(images), row.unsqueeze(0).expand(n, -1))
-        return logits[:, p - 1 : p - 1 + len(ids), :]
+        p = len(self.prefix)
+        rows = pad_rows([self.prefix + [int(i) for i in ids[:-1]] for ids in answers])
+        logits = self._forward(self.pixel_values(images), torch.tensor(rows, dtype=torch.long, device=self.device))
+        return [logits[j, p - 1 : p - 1 + len(ids), :] for j, ids in enumerate(answers)]
