@@ -126,7 +126,7 @@ def _explain(args: argparse.Namespace) -> int:
         raise _usage(e) from None
     files = list_inputs(args.paths, args.recursive)
     try:
-        rf = RunFolder.open(out, settings, files, overwrite=args.overwrite, wait_lock=args.wait_lock,
+        rf = RunFolder.open(out, settings, files, overwrite=args.overwrite, adopt=args.adopt, wait_lock=args.wait_lock,
                             html=not args.no_html, grid=args.grid, title=f"capshap: {', '.join(args.paths)}",
                             on_wait=lambda msg: err(f"capshap: {msg}"))
     except RunFolderError as e:

@@ -100,15 +100,12 @@ def _reason(e: BaseException) -> str:
 
 
 def _read_meta(js: Path) -> dict[str, Any]:
-    size = js.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise ValueError(f"{size} bytes, more than a saved explanation's JSON holds ({MAX_JSON_BYTES}); not read")
-    try:
-        meta = json.loads(js.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"unreadable JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"not UTF-8 text ({e.reason})") from None
+    from capshap.savedfile import read_json
+
+    try:  # bounded: size, depth, FIFOs
+        meta = read_json(js, MAX_JSON_BYTES, "saved explanation's JSON")
+    except ValueError as e:  # the report names the file already
+        raise ValueError(str(e).removeprefix(f"{js}: ").replace("not valid JSON", "unreadable JSON", 1)) from None
     if not isinstance(meta, dict):
         raise ValueError(f"not a capshap explanation (a JSON {type(meta).__name__})")
     return meta
