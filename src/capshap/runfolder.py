@@ -89,11 +89,13 @@ __all__ = [
     "SaveError",
     "base_stem",
     "check_manifest",
+    "check_overwrite",
     "check_stem",
     "deferred_interrupts",
     "fit_name",
     "list_inputs",
     "load_inputs",
+    "written_by_capshap",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1153,3 +1155,44 @@ class RunFolder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ----------------------------------------------------------------- files of other commands
+
+
+def written_by_capshap(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a plain file (not a link, FIFO or device) that capshap wrote,
+    by the marks its writers leave: a PNG with ``Software: capshap`` in its text chunks, a
+    JSON object of a capshap format (or ``metrics.json``'s fields), a Markdown file
+    beginning ``# capshap``. Used before a command writes over an existing file: anything
+    else is the user's and is not overwritten."""
+    from capshap.savedfile import MAX_JSON_BYTES, read_json
+
+    p = Path(path)
+    if not _is_plain(p):
+        return False
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".png":
+            from PIL import Image
+
+            with Image.open(p) as im:  # reads the chunks before the pixels only
+                return im.format == "PNG" and str(im.info.get("Software", "")) == "capshap"
+        if suffix == ".json":
+            data = read_json(p, MAX_JSON_BYTES, "JSON file", follow=False)
+            return isinstance(data, dict) and (str(data.get("format", "")).startswith("capshap.")
+                                               or {"settings", "rows", "failures"} <= set(data))
+        if suffix == ".md":
+            with open(p, "rb") as f:
+                return f.read(64).startswith(b"# capshap")
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return False
+
+
+def check_overwrite(path: str | os.PathLike[str]) -> None:
+    """Raise ValueError unless ``path`` is free or a file capshap wrote
+    (:func:`written_by_capshap`); the message names the file."""
+    if os.path.lexists(path) and not written_by_capshap(path):
+        raise ValueError(f"{path}: exists and was not written by capshap; not overwritten (move it away or "
+                         "write elsewhere with --out)")

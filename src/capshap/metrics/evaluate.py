@@ -264,7 +264,11 @@ def _summary(rows: list[dict[str, Any]], images: list[dict[str, Any]], n_failed:
 
 
 def _write(out_dir: Path, result: dict[str, Any], settings: dict[str, Any]) -> None:
+    from capshap.runfolder import check_overwrite
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.json", "metrics.md"):
+        check_overwrite(out_dir / name)  # a file capshap did not write is never replaced
     for name, text in (
         ("metrics.json", json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False)),
         ("metrics.md", metrics_markdown(result["rows"], settings, result["failures"])),
