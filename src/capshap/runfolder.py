@@ -114,6 +114,8 @@ RUN_FILES = re.compile(
     re.IGNORECASE)
 """Run-level files of a run folder (index pages, summary, metrics, manifest, lock): no
 image's output may take one of these names."""
+_RUN_STEMS = re.compile(r"^(?:index(?:-[0-9]+)?|summary|metrics|manifest)(?:\.npz|\.json|\.png|_grid\.png)$",
+                        re.IGNORECASE)  # outputs named like run files would only confuse
 _TMP_PREFIX = ".capshap-tmp-"
 _FORMAT = "capshap.run"
 _FORMAT_VERSION = 1
@@ -316,7 +318,7 @@ class Namespace:
         """Whether ``name`` (relative to the folder) is a run-level file or hidden
         (temporaries, the lock)."""
         last = name.rsplit("/", 1)[-1]
-        return last.startswith(".") or ("/" not in name and RUN_FILES.match(name) is not None)
+        return last.startswith(".") or ("/" not in name and (RUN_FILES.match(name) or _RUN_STEMS.match(name)) is not None)
 
     @staticmethod
     def parents(stem: str) -> list[str]:
@@ -986,7 +988,8 @@ class RunFolder:
                     raise SaveError(f"could not write {target}: {self.path / d} is a symbolic link, never followed")
             final[".npz"].parent.mkdir(parents=True, exist_ok=True)
             if not mine:
-                there = next((p for p in final.values() if os.path.lexists(p)), None)
+                there = next((p for x, p in final.items()
+                              if os.path.lexists(p) and (stem + x).lower() not in self._owned), None)
                 if there is not None:
                     raise SaveError(f"could not write {there}: it exists and was not written by capshap; "
                                     "not overwritten")
