@@ -182,13 +182,18 @@ def _within_edits(a: str, b: str, k: int) -> bool:
 
 def _looks_like(token: str, forms: Sequence[str]) -> bool:
     t = token.lower()
-    return any(f in t or _within_edits(t, f, _FUZZY_EDITS) for f in forms)
+    bare = t.strip("._-~+/%")  # a full stop or slash after the key is not part of it
+    seen = {t, bare, urllib.parse.unquote(bare)}  # percent-encoded beyond what quote() does
+    return any(f in c or _within_edits(c, f, _FUZZY_EDITS)
+               or (len(c) >= max(_FUZZY_MIN, 0.6 * len(f)) and c in f)  # most of it, cut or split
+               for f in forms for c in seen)
 
 
 def scrub(text: object, secrets: Sequence[Secret]) -> str:
     """``str(text)`` with every secret's value replaced by ``***``: plain and URL-quoted,
     and (for secrets of at least 8 characters) the forms a server may echo: upper- or
-    lower-cased, reversed, or with up to two characters left out, changed or added."""
+    lower-cased, reversed, with up to two characters left out, changed or added, or cut
+    (a piece of at least 60% of it)."""
     s = str(text)
     fuzzy: list[str] = []
     for sec in secrets:
@@ -199,7 +204,7 @@ def scrub(text: object, secrets: Sequence[Secret]) -> str:
         if len(v) >= _FUZZY_MIN:
             fuzzy += [v.lower(), v.lower()[::-1]]
     if fuzzy:
-        shortest = min(len(f) for f in fuzzy) - _FUZZY_EDITS
+        shortest = max(_FUZZY_MIN, min(min(len(f) - _FUZZY_EDITS, int(0.6 * len(f))) for f in fuzzy))
         s = _TOKEN.sub(lambda m: "***" if len(m.group(0)) >= shortest and _looks_like(m.group(0), fuzzy)
                        else m.group(0), s)
     return s
