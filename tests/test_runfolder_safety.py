@@ -265,7 +265,7 @@ def test_malformed_manifest_records_are_one_line_naming_file_and_field(tmp_path,
     counting.calls = 0
     assert _run(str(src), "--out", str(out)) == 2
     line = _one_line(capsys.readouterr().err)
-    assert str(out / MANIFEST) in line and f"field '" in line and field.split("[")[0] in line, line
+    assert str(out / MANIFEST) in line and "field '" in line and field.split("[")[0] in line, line
     assert counting.calls == 0
 
 
@@ -416,3 +416,62 @@ def test_open_refuses_what_it_cannot_own_before_any_work(tmp_path):
     assert rf.todo() == files and len(rf.run_id) == 16
     rf.close()
     assert not (tmp_path / "fresh").exists()  # recorded nothing: removed again
+
+
+# ---------------------------------------------------------------------------- SIGKILL
+
+_COLOUR_RUN = r'''
+import sys
+import numpy as np
+import capshap
+from capshap.cli import main
+
+def colour(img):
+    m = img.reshape(-1, 3).mean(0)
+    return ("a red thing", "a green thing", "a blue thing")[int(np.argmax(m))]
+
+capshap.CAPTIONERS.register("colour", lambda arg, options, context: capshap.FunctionCaptioner(colour, name="colour"),
+                            help="colour words (a test)")
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_sigkill_while_saving_then_resume_leaves_every_image_done_once(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(4):
+        _img(src / f"{i}.png", ((200, 30, 30), (30, 200, 30), (30, 30, 200), (90, 90, 90))[i], i)
+    cmd = [sys.executable, "-c", _COLOUR_RUN, "explain", str(src), "--out", str(out), "--captioner", "colour", *FAST]
+    env = dict(os.environ, PYTHONPATH=str(root / "src"))
+    kills = 0
+    for k in range(4):  # kill the k-th save of each session as soon as its temporary folder appears
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        seen: set[str] = set()
+        for _ in range(1200):  # polls of 0.05 s at most: a bound, not a timing assertion
+            if proc.poll() is not None:
+                break
+            seen |= {p.name for p in out.glob(".capshap-tmp-*") if p.is_dir() and "probe" not in p.name}
+            if len(seen) > k % 2:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.05)
+        proc.wait(60)
+    assert kills >= 2, "never caught a save in progress: the test did not test anything"
+    done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = _manifest(out)
+    assert len(m["images"]) == 4 and {r["status"] for r in m["images"].values()} == {"done"}
+    stems = [r["stem"] for r in m["images"].values()]
+    assert sorted(stems) == ["0", "1", "2", "3"]  # redone under the same names, no orphans renamed around
+    for rec in m["images"].values():
+        Explanation.load(out / rec["stem"])  # checks the pair's hash
+        pair = json.loads((out / f"{rec['stem']}.json").read_text())["pair"]
+        assert pair == {"run": rec["run"], "npz_sha256": rec["npz_sha256"]}
+    assert not [p for p in out.iterdir() if p.name.startswith(".capshap-tmp-") and p.name[13:29] in m["runs"]]

@@ -57,8 +57,8 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence

@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(printable(f"capshap {args.command}: error: {e}"), file=sys.stderr)
         return EXIT_USAGE
-    except Exception as e:
+    except Exception as e:  # only RayUnavailable is handled here, the rest is raised again
         from capshap.ray import RayUnavailable  # (the Ray runner's module)
 
         if not isinstance(e, RayUnavailable):
