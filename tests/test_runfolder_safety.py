@@ -449,7 +449,7 @@ def test_sigkill_while_saving_then_resume_leaves_every_image_done_once(tmp_path)
     cmd = [sys.executable, "-c", _COLOUR_RUN, "explain", str(src), "--out", str(out), "--captioner", "colour", *FAST]
     env = dict(os.environ, PYTHONPATH=str(root / "src"))
     kills = 0
-    for k in range(4):  # kill the k-th save of each session as soon as its temporary folder appears
+    for k in range(8):  # kill the k-th save of each session as soon as its temporary folder appears
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         seen: set[str] = set()
@@ -457,13 +457,13 @@ def test_sigkill_while_saving_then_resume_leaves_every_image_done_once(tmp_path)
             if proc.poll() is not None:
                 break
             seen |= {p.name for p in out.glob(".capshap-tmp-*") if p.is_dir() and "probe" not in p.name}
-            if len(seen) > k % 2:
+            if len(seen) > k % 3:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
                 break
             time.sleep(0.05)
         proc.wait(60)
-    assert kills >= 2, "never caught a save in progress: the test did not test anything"
+    assert kills >= 4, "never caught a save in progress: the test did not test anything"
     done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     m = _manifest(out)
