@@ -367,6 +367,10 @@ def evaluate_run(
     else:
         box_map = load_boxes(boxes)
     out_dir = Path(out) if out is not None else root
+    from capshap.runfolder import check_overwrite
+
+    for name in ("metrics.json", "metrics.md"):  # before any work: a user's file there is never replaced
+        check_overwrite(out_dir / name)
     skip = {(out_dir / "metrics.json").resolve()}
     if box_map is not None and not isinstance(boxes, Mapping):
         skip.add(Path(boxes).resolve())
