@@ -30,7 +30,7 @@ PARALLEL = 2
 #: script -> its tiny command line (arguments after the script's path)
 ROWS: dict[str, list[str]] = {
     "bad_inputs.py": [],
-    "bad_runs.py": ["--cases", "--tree hexagons"],
+    "bad_runs.py": ["-k", "tree hexagons"],
     "crop_inpaint.py": ["--photos", "1", "--max-side", "64", "--coalitions", "10", "--margins", "0", "8"],
     "engine.py": ["--sizes", "32x32", "--evals", "20", "--masks", "blur(3,3)"],
     "openai_server.py": ["--images", "1", "--evals", "8", "--batch", "8"],

@@ -31,15 +31,17 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], *, fsync: bool = False) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], *, fsync: bool = False,
+                 prefix: str = ".tmp-") -> Path:
     """Write ``path`` by calling ``write(f)`` on a binary file opened on a unique
-    temporary name in the same folder, then renaming it over ``path``.
+    temporary name (``prefix`` + random, created with O_EXCL) in the same folder, then
+    renaming it over ``path`` (the rename replaces a symbolic link there, never follows it).
 
     The temporary file is removed if ``write`` or the rename fails (any exception,
     KeyboardInterrupt included, which is then raised again). Returns ``path``.
     """
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=p.suffix, dir=p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=p.suffix, dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -55,7 +57,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], 
     return p
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False,
+                      prefix: str = ".tmp-") -> Path:
     """:func:`atomic_write` of ``text`` as UTF-8; returns ``path``."""
     data = text.encode("utf-8")
-    return atomic_write(path, lambda f: f.write(data), fsync=fsync)
+    return atomic_write(path, lambda f: f.write(data), fsync=fsync, prefix=prefix)

@@ -53,13 +53,16 @@ class FolderOptions:
     """How a run writes its run folder (none of these change the values).
 
     overwrite: explain every image again even if the folder holds a run (with the same or
-    other settings). wait_lock: wait for another run writing the folder instead of
+    other settings). adopt: write into a folder that holds files capshap did not write
+    (they are never overwritten; outputs that would take their names get other names).
+    wait_lock: wait for another run writing the folder instead of
     stopping. html: write index.html. grid: also write NAME_grid.png with the first N
     masked images (or "all"). outline: draw leaf segments' outlines (None: for segment
     trees). title: index.html's title.
     """
 
     overwrite: bool = False
+    adopt: bool = False
     wait_lock: bool = False
     html: bool = True
     grid: int | str | None = None
@@ -165,7 +168,7 @@ class Run:
 
             o = self.folder_options
             self.folder = RunFolder.open(self.out, self.settings, self.files, overwrite=o.overwrite,
-                                         wait_lock=o.wait_lock, html=o.html, grid=o.grid, title=o.title,
+                                         adopt=o.adopt, wait_lock=o.wait_lock, html=o.html, grid=o.grid, title=o.title,
                                          on_wait=self.on_wait)
         return self.folder
 

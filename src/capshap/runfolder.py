@@ -18,6 +18,20 @@ A run folder holds, per image, ``STEM.npz``, ``STEM.json``, ``STEM.png`` (and
   source and timestamps. Opening a folder whose manifest has other settings
   (:meth:`Settings.engine_key`) is refused unless ``overwrite``; images already done
   (outputs present and loadable) are skipped, failed ones are redone.
+- **ownership**: the folder owns a namespace (:class:`Namespace`): every output name of
+  every input (``STEM`` + each of :data:`SUFFIXES`) is checked against the others, against
+  the run-level names (:data:`RUN_FILES`: index pages, summary, metrics, manifest, lock) and
+  against files capshap did not write, before any work; a folder with files capshap did not
+  write and no manifest is refused unless ``adopt``. Temporaries carry the run's id
+  (``.capshap-tmp-RUNID-...``); only those of runs the manifest lists are cleaned.
+- **nothing followed or trusted**: the lock is created with ``O_EXCL`` and opened with
+  ``O_NOFOLLOW`` (a FIFO, device or symbolic link there is an error); the manifest is read
+  only as a regular file of bounded size and nesting, and checked against a schema
+  (:func:`check_manifest`: types, stems that are safe names inside the folder) before it
+  is trusted; outputs are renamed into place (never written through a link).
+- **pairs**: each explanation's ``.json`` names the run and the SHA-256 of its ``.npz``
+  (field ``pair``); the manifest record holds the same, so files of two runs side by side
+  are never taken for one explanation (checked on load and on resume: such a pair is redone).
 - **index.html** lists every done image of the folder (earlier runs' entries are rebuilt
   from their saved explanations) and every failure; it is rewritten atomically after
   each image.
@@ -35,21 +49,37 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from capshap.atomic import atomic_write_text
+from capshap.runnames import (  # noqa: F401 - names and the manifest's schema, re-exported
+    _FORMAT,
+    _FORMAT_VERSION,
+    NAME_MAX,
+    RUN_FILES,
+    SUFFIXES,
+    Manifest,
+    Namespace,
+    _hash,
+    _tagged,
+    base_stem,
+    check_manifest,
+    check_stem,
+    fit_name,
+)
 from capshap.settings import Settings
 from capshap.text import printable
 
@@ -62,16 +92,22 @@ __all__ = [
     "INDEX",
     "LOCK",
     "MANIFEST",
+    "RUN_FILES",
     "SUFFIXES",
     "InputFile",
+    "Namespace",
     "RunFolder",
     "RunFolderError",
     "SaveError",
     "base_stem",
+    "check_manifest",
+    "check_overwrite",
+    "check_stem",
     "deferred_interrupts",
     "fit_name",
     "list_inputs",
     "load_inputs",
+    "written_by_capshap",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,14 +117,12 @@ MANIFEST, INDEX, LOCK = "manifest.json", "index.html", ".capshap.lock"
 PER_PAGE = 100
 #: ... as thumbnails of at most this many pixels a side.
 THUMB_SIDE = 320
-SUFFIXES = (".npz", ".json", ".png", "_grid.png")
-"""Every file an image can get: ``STEM + suffix``."""
-NAME_MAX = 255
-"""Bytes in one file-name component (Linux, macOS, Windows all allow 255)."""
 _TMP_PREFIX = ".capshap-tmp-"
-_RESERVED = {"manifest", "index", "summary", LOCK.lower()}
-_FORMAT = "capshap.run"
-_FORMAT_VERSION = 1
+#: Largest manifest.json read, in bytes (about 100 000 images).
+MAX_MANIFEST_BYTES = 64 * 1024**2
+#: Deepest nesting of lists and objects accepted in manifest.json.
+MAX_MANIFEST_DEPTH = 32
+_MAX_RUNS = 100  # run ids remembered in the manifest (whose temporaries may be cleaned)
 
 
 class RunFolderError(Exception):
@@ -182,54 +216,6 @@ def load_inputs(files: Iterable[InputFile], settings: Settings) -> Iterator[Any]
             yield ImageInput(f.name, rec.array, str(f.path), rec.original_size, rec.error)
 
 
-# ------------------------------------------------------------------------------- names
-
-
-def _nbytes(s: str) -> int:
-    return len(s.encode("utf-8", "surrogateescape"))
-
-
-def _hash(text: str, n: int = 8) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:n]
-
-
-def _cut(s: str, max_bytes: int) -> str:
-    while _nbytes(s) > max_bytes:
-        s = s[:-1]
-    return s
-
-
-def fit_name(component: str, limit: int = NAME_MAX - len("_grid.png")) -> str:
-    """``component`` if it has at most ``limit`` bytes (UTF-8), else its beginning plus
-    ``-`` and 8 hex digits of a hash of the whole (deterministic, and still unique)."""
-    if _nbytes(component) <= limit:
-        return component
-    return _cut(component, limit - 9) + "-" + _hash(component)
-
-
-def base_stem(name: str) -> str:
-    """The output stem of an image name before collisions are resolved: the relative
-    path without its last extension (``sub/cat.v1.jpg`` -> ``sub/cat.v1``), with empty,
-    ``.`` and ``..`` parts dropped, leading dots removed and every part fitted to
-    :data:`NAME_MAX`."""
-    parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    if not parts:
-        parts = ["image"]
-    last = parts[-1]
-    suffix = PurePosixPath(last).suffix
-    if suffix and last != suffix:
-        last = last[: -len(suffix)]
-    parts[-1] = last
-    parts = [p.lstrip(".") or "image" for p in parts]
-    return "/".join(fit_name(p) for p in parts)
-
-
-def _tagged(stem: str, tag: str) -> str:
-    head, _, last = stem.rpartition("/")
-    last = _cut(last, NAME_MAX - len("_grid.png") - len(tag) - 1) + "_" + tag
-    return f"{head}/{last}" if head else last
-
-
 # ---------------------------------------------------------------------------- signals
 
 
@@ -283,6 +269,14 @@ def _why(e: OSError) -> str:
     return e.strerror or str(e) or type(e).__name__
 
 
+def _is_plain(p: Path) -> bool:
+    """A regular file, not a symbolic link."""
+    try:
+        return stat.S_ISREG(os.lstat(p).st_mode)
+    except OSError:
+        return False
+
+
 class RunFolder:
     """An open run folder (see the module docstring); use :meth:`open`, then :meth:`todo`,
     :meth:`save` / :meth:`record_failure` per image, :meth:`write_index`, :meth:`close`.
@@ -300,6 +294,9 @@ class RunFolder:
         self.title = title
         self.grid = grid
         self.version = version
+        self.run_id = secrets.token_hex(8)
+        """This session's id: in its temporaries' names, the manifest and each saved pair."""
+        self._tmp = f"{_TMP_PREFIX}{self.run_id}-"
         self._by_key = {f.key: f for f in inputs}
         self._by_source = {str(f.path): f for f in inputs}
         self.images: dict[str, dict[str, Any]] = {}
@@ -310,6 +307,11 @@ class RunFolder:
         self._new_dir = False  # this session created the folder
         self._new_lock = False  # ... and the lock file
         self._wrote = False  # ... and recorded an image
+        self._registered = False  # ... and wrote its run id into the manifest
+        self._runs: list[str] = []  # ids of the runs that wrote this folder (their temporaries are ours)
+        self._owned_names: set[str] = set()  # existing files the manifest accounts for
+        self._owned: set[str] = set()  # ... lower-cased
+        self._mine: set[str] = set()  # stems recorded in the manifest (their files are theirs)
         self.created = _now()
 
     # ------------------------------------------------------------------ opening
@@ -321,6 +323,7 @@ class RunFolder:
         inputs: Sequence[InputFile],
         *,
         overwrite: bool = False,
+        adopt: bool = False,
         wait_lock: bool = False,
         html: bool = True,
         grid: Any = None,
@@ -329,16 +332,29 @@ class RunFolder:
     ) -> RunFolder:
         """Create (if needed), probe, lock and read the run folder ``out`` for ``inputs``.
 
+        Parameters
+        ----------
+        overwrite : bool
+            Explain every input again (the manifest's records are not resumed; its
+            ``summary.*`` is removed); other settings are then accepted.
+        adopt : bool
+            Use a folder that holds files capshap did not write (and no manifest). Those
+            files are still never written over: outputs that would take their names get
+            other names, and a run-level name (``index.html`` ...) they hold is refused.
+
         Raises
         ------
         RunFolderError
             ``out`` is not a folder or not writable, another run holds it (unless
-            ``wait_lock``: then this waits, calling ``on_wait`` once with a message), its
-            manifest is damaged or has other settings (unless ``overwrite``).
+            ``wait_lock``: then this waits, calling ``on_wait`` once with a message), the
+            lock is not a regular file, its manifest is damaged or has other settings
+            (unless ``overwrite``), it holds files capshap did not write (unless ``adopt``).
         """
         from capshap import __version__
 
         path = Path(out).expanduser()
+        if path.is_symlink() and not path.is_dir():
+            raise RunFolderError(f"{out}: is a symbolic link to no folder; choose another --out")
         if path.exists() and not path.is_dir():
             raise RunFolderError(f"{out}: exists and is not a folder; choose another --out")
         new_dir = not path.exists()
@@ -350,10 +366,16 @@ class RunFolder:
         rf._new_dir = new_dir
         try:
             rf._lock(wait_lock, on_wait)
+            manifest = rf._read_manifest(overwrite)
             rf._probe()
             rf._clean_stale()
-            previous = rf._read_manifest(overwrite)
-            rf._plan(list(inputs), previous)
+            inputs = list(inputs)
+            if not os.path.lexists(path / MANIFEST):  # (a damaged one with --overwrite: the folder is capshap's)
+                rf._check_foreign(inputs, adopt)
+            previous = rf._check_settings(manifest, overwrite)
+            rf._plan(inputs, manifest, previous)
+            if overwrite and manifest is not None:
+                rf._remove_summary()
             rf._check_previous(previous)
         except BaseException:
             rf.close()
@@ -365,48 +387,66 @@ class RunFolder:
             logger.debug("no fcntl: %s is not locked against other runs", self.path)
             return
         lock = self.path / LOCK
-        while True:
+        flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        for _ in range(1000):  # the lock file vanishes only when a holder that did nothing leaves
             try:
                 self.path.mkdir(parents=True, exist_ok=True)  # a holder that did nothing may remove it
-                existed = lock.exists()
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fd, created = os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+                except FileExistsError:
+                    fd, created = os.open(lock, flags), False
+            except FileNotFoundError:
+                continue
             except OSError as e:
+                if e.errno == errno.ELOOP or os.path.islink(lock):
+                    raise RunFolderError(f"{lock}: is a symbolic link, which capshap never follows; remove it "
+                                         "(it is only the run's lock) or choose another --out") from None
                 raise RunFolderError(f"cannot write into the output folder {self.path}: {_why(e)} ({lock})") from None
             try:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        raise
-                    holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-                    who = f" (process {holder})" if holder.isdigit() else ""
-                    if not wait:
-                        raise RunFolderError(
-                            f"{self.path} is in use by another capshap run{who}; wait for it to finish, "
-                            "add --wait-lock to wait, or choose another --out") from None
-                    if on_wait is not None:
-                        on_wait(f"waiting for the other capshap run{who} writing {self.path} to finish")
-                        on_wait = None
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                try:  # the holder may have removed the file meanwhile: lock the one in place
-                    same = os.fstat(fd).st_ino == os.stat(lock).st_ino
-                except FileNotFoundError:
-                    same = False
-                if not same:
-                    os.close(fd)
-                    continue
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        raise RunFolderError(f"{lock}: is not a regular file (a FIFO, device or folder); remove it "
+                                             "(it is only the run's lock) or choose another --out")
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError as e:
+                        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                            raise
+                        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                        who = f" (process {holder})" if holder.isdigit() else ""
+                        if not wait:
+                            raise RunFolderError(
+                                f"{self.path} is in use by another capshap run{who}; wait for it to finish, "
+                                "add --wait-lock to wait, or choose another --out") from None
+                        if on_wait is not None:
+                            on_wait(f"waiting for the other capshap run{who} writing {self.path} to finish")
+                            on_wait = None
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                    try:  # the holder may have removed the file meanwhile: lock the one in place
+                        same = os.fstat(fd).st_ino == os.lstat(lock).st_ino
+                    except FileNotFoundError:
+                        same = False
+                    if not same:
+                        os.close(fd)
+                        continue
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+                except OSError as e:  # a full disk, a read-only or vanished folder
+                    raise RunFolderError(f"cannot write the lock {lock}: {_why(e)}") from None
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+                if created:
+                    with contextlib.suppress(OSError):
+                        lock.unlink()
                 raise
-            self._lock_fd, self._new_lock = fd, not existed
+            self._lock_fd, self._new_lock = fd, created
             return
+        raise RunFolderError(f"{lock}: keeps vanishing; is another program removing it?")
 
     def _probe(self) -> None:
         try:
-            fd, probe = tempfile.mkstemp(prefix=_TMP_PREFIX + "probe-", dir=self.path)
+            fd, probe = tempfile.mkstemp(prefix=self._tmp + "probe-", dir=self.path)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(b"\0" * 4096)
@@ -417,62 +457,107 @@ class RunFolder:
         except OSError as e:
             raise RunFolderError(f"cannot write into the output folder {self.path}: {_why(e)}") from None
 
-    def _clean_stale(self) -> None:
-        """Temporary files of a run that was killed (we hold the lock: nobody else writes)."""
-        for p in self.path.iterdir():
-            if p.name.startswith(_TMP_PREFIX) or (p.name.startswith(".tmp-") and p.suffix in (".json", ".html")):
-                logger.debug("removing %s, left by an interrupted run", p)
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+    def _provably_ours(self, name: str) -> bool:
+        """A temporary named with the id of a run the manifest lists (or this one)."""
+        if not name.startswith(_TMP_PREFIX):
+            return False
+        rid = name[len(_TMP_PREFIX):len(_TMP_PREFIX) + 16]
+        return name[len(_TMP_PREFIX) + 16:len(_TMP_PREFIX) + 17] == "-" and (rid in self._runs or rid == self.run_id)
 
-    def _read_manifest(self, overwrite: bool) -> dict[str, dict[str, Any]]:
+    def _clean_stale(self) -> None:
+        """Temporaries of earlier runs into this folder that were killed (we hold the lock:
+        nobody else writes). Only those carrying the id of a run the manifest lists: any
+        other file, whatever its name, is left alone."""
+        for entry in os.scandir(self.path):
+            if entry.name.startswith(self._tmp) or not self._provably_ours(entry.name):
+                continue
+            logger.debug("removing %s, left by an interrupted run", entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+    def _check_foreign(self, inputs: list[InputFile], adopt: bool) -> None:
+        """A folder without a manifest may hold the lock, capshap's temporaries and this
+        run's inputs; any other file is the user's: refused, naming it, unless ``adopt``.
+        Run-level names (index.html, summary.*, ...) held by such files are refused always."""
+        inside = {os.path.abspath(f.path) for f in inputs}
+        names = sorted(e.name for e in os.scandir(self.path))
+        for name in names:
+            if name == LOCK or name.startswith(_TMP_PREFIX):
+                continue
+            full = os.path.abspath(self.path / name)
+            if full in inside or any(p.startswith(full + os.sep) for p in inside):
+                continue
+            if RUN_FILES.match(name):
+                raise RunFolderError(
+                    f"{self.path / name}: was not written by capshap (the folder has no {MANIFEST}) and capshap "
+                    "never overwrites such a file; move it away or choose another --out")
+            if not adopt:
+                raise RunFolderError(
+                    f"{self.path} holds {printable(name, 120)}, which capshap did not write (the folder has no "
+                    f"{MANIFEST}); choose a new or empty --out, or add --adopt to write into it anyway "
+                    "(files capshap did not write are never overwritten)")
+
+    def _read_manifest(self, overwrite: bool) -> Manifest | None:
+        """The checked manifest, or None without one (or, with ``overwrite``, a damaged one)."""
+        from capshap.savedfile import read_json
+
         mf = self.path / MANIFEST
-        if not mf.exists():
-            return {}
+        if not os.path.lexists(mf):
+            return None
         try:
-            data = json.loads(mf.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or data.get("format") != _FORMAT:
-                raise ValueError("not a capshap run manifest")
-            images = data.get("images")
-            if not isinstance(images, dict) or not all(isinstance(v, dict) for v in images.values()):
-                raise ValueError("field 'images' must map sources to records")
-            stored = data.get("settings")
-            if not isinstance(stored, dict):
-                raise ValueError("field 'settings' is missing")
+            man = check_manifest(read_json(mf, MAX_MANIFEST_BYTES, "manifest", follow=False,
+                                           max_depth=MAX_MANIFEST_DEPTH))
         except (OSError, ValueError) as e:
+            why = printable(str(e).removeprefix(f"{mf}: "), 300)
             if overwrite:
-                logger.warning("%s: unreadable (%s); starting over (--overwrite)", mf, e)
-                return {}
-            raise RunFolderError(f"{mf} is damaged ({e}); move it away, choose another --out, "
+                logger.warning("%s: unreadable (%s); starting over (--overwrite)", mf, why)
+                return None
+            raise RunFolderError(f"{mf} is damaged ({why}); move it away, choose another --out, "
                                  "or add --overwrite to start over") from None
-        if overwrite:
+        self._runs = man.runs[-_MAX_RUNS:]
+        self._mine = {rec["stem"].lower() for rec in man.images.values()}
+        names = {n for rec in man.images.values() for n in Namespace.derived(rec["stem"])} | set(man.owned)
+        self._owned_names = {n for n in names if os.path.lexists(self.path / n)}
+        self._owned = {n.lower() for n in self._owned_names}
+        return man
+
+    def _check_settings(self, man: Manifest | None, overwrite: bool) -> dict[str, dict[str, Any]]:
+        """The records to resume (none with ``overwrite``); other settings are refused."""
+        if man is None or overwrite:
             return {}
-        self.created = str(data.get("created") or self.created)
+        self.created = man.created or self.created
         mine = _json_norm(self.settings.engine_key())
+        stored = man.settings
         try:
             theirs = _json_norm(Settings.from_dict(stored).engine_key())
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError):
             theirs = {k: v for k, v in stored.items() if k not in ("cache_dir", "batch_size_model")}
         if mine != theirs:
             diffs = [
-                f"{_option(k)} (folder: {printable(repr(theirs.get(k)))}, now: {printable(repr(mine.get(k)))})"
-                for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)
+                f"{_option(k)} (folder: {printable(repr(theirs.get(k)), 80)}, now: {printable(repr(mine.get(k)), 80)})"
+                for k in sorted(set(mine) | set(theirs), key=str)[:200] if mine.get(k) != theirs.get(k)
             ]
             raise RunFolderError(
-                f"{self.path} holds a run with other settings: {'; '.join(diffs)}. Use the same settings "
+                f"{self.path} holds a run with other settings: {'; '.join(diffs[:10])}. Use the same settings "
                 "to resume it, choose another --out, or add --overwrite to explain every image again")
-        return {str(k): v for k, v in images.items()}
+        return dict(man.images)
 
-    def _output_paths(self, stem: str) -> list[str]:
-        return [os.path.normcase(os.path.abspath(self.path / (stem + s))).lower() for s in SUFFIXES]
+    def _remove_summary(self) -> None:
+        """``--overwrite``: the previous run's summary.* describes images no longer there."""
+        for name in ("summary.json", "summary.html"):
+            p = self.path / name
+            if os.path.lexists(p) and not p.is_dir():
+                logger.info("removing %s of the previous run (--overwrite)", p)
+                with contextlib.suppress(OSError):
+                    p.unlink()
 
-    def _plan(self, inputs: list[InputFile], previous: dict[str, dict[str, Any]]) -> None:
-        """Drop inputs that are this folder's own outputs; give every input its stem."""
-        ours = {os.path.normcase(os.path.abspath(self.path / f)).lower()
-                for rec in previous.values() for f in rec.get("files") or []}
+    def _plan(self, inputs: list[InputFile], man: Manifest | None, previous: dict[str, dict[str, Any]]) -> None:
+        """Drop inputs that are this folder's own outputs; give every input a stem whose
+        names are free (checked against all others and the reserved names) before any work."""
+        ours = {os.path.normcase(os.path.abspath(self.path / n)).lower() for n in self._owned}
         kept = []
         for f in inputs:
             if os.path.normcase(os.path.abspath(f.path)).lower() in ours or f.key.lower() in ours:
@@ -484,56 +569,73 @@ class RunFolder:
         self._by_source = {str(f.path): f for f in kept}
         self.images = dict(previous)
         input_files = {f.key.lower() for f in kept} | {os.path.normcase(os.path.abspath(f.path)).lower() for f in kept}
+        ns = Namespace(self.path, self._owned)
 
         def hits_input(stem: str) -> str | None:
-            return next((p for p in self._output_paths(stem) if p in input_files), None)
+            paths = [os.path.normcase(os.path.abspath(self.path / n)).lower() for n in Namespace.derived(stem)]
+            return next((p for p in paths if p in input_files), None)
 
-        used: set[str] = set(_RESERVED)
-        for key, rec in previous.items():
-            stem = rec.get("stem")
-            if isinstance(stem, str) and stem and base_stem(stem + ".x") == stem:
-                used.add(stem.lower())
-                if key in self._by_key and hits_input(stem) is None:
-                    self.stems[key] = stem
+        records = man.images if man is not None else {}
+        for rec in records.values():  # every recorded stem keeps its names (resumed or not)
+            ns.claim(rec["stem"])
+        for key, rec in records.items():
+            stem = rec["stem"]
+            if key in self._by_key and hits_input(stem) is None and not any(
+                    os.path.islink(self.path / d) for d in Namespace.parents(stem)):
+                self.stems[key] = stem
         for f in kept:
             if f.key in self.stems:
                 continue
             base = cand = base_stem(f.name)
+            if ns.parent_conflict(base) is not None:  # its sub-folder cannot be written into: flatten
+                base = cand = fit_name(base.replace("/", "_"))
             n = 0
-            while cand.lower() in used or hits_input(cand) is not None:
-                hit = hits_input(cand)
+            while (hit := ns.conflict(cand)) is not None:
+                if hits_input(cand) is not None:
+                    logger.warning("%s: its outputs would overwrite an input file; writing them as %s.*",
+                                   f.path, self.path / _tagged(base, _hash(f.key)))
+                elif n == 0 and os.path.lexists(self.path / hit) and hit.lower() not in self._owned:
+                    logger.warning("%s: %s exists and was not written by capshap; writing the outputs as %s.*",
+                                   f.path, self.path / hit, self.path / _tagged(base, _hash(f.key)))
                 cand = _tagged(base, _hash(f.key + (f"#{n}" if n else "")))
                 n += 1
-                if hit is not None:
-                    logger.warning("%s: its outputs would overwrite an input file; writing them as %s.*",
-                                   f.path, self.path / cand)
-            used.add(cand.lower())
+                if n > 1000:  # pragma: no cover - 1000 hash collisions
+                    raise RunFolderError(f"{f.path}: no free output name in {self.path}")
+            ns.claim(cand)
             self.stems[f.key] = cand
 
     def _check_previous(self, previous: dict[str, dict[str, Any]]) -> None:
         """Which recorded images are really done: status done, same stem, every file there
-        and loadable, the same engine settings; their report entries are rebuilt."""
+        (plain files, not links) and loadable, the .npz and .json one pair of the recorded
+        run, the same engine settings; their report entries are rebuilt."""
         from capshap.explanation import Explanation
+        from capshap.savedfile import MAX_JSON_BYTES, read_json
 
         mine = _json_norm(self.settings.engine_key())
         for key, rec in previous.items():
             if rec.get("status") != "done":
                 continue
-            stem = rec.get("stem")
-            if not isinstance(stem, str) or (key in self.stems and self.stems[key] != stem):
+            stem = rec["stem"]
+            if key in self.stems and self.stems[key] != stem:
                 continue
             name = str(rec.get("name") or stem)
             files = [self.path / (stem + s) for s in (".npz", ".json", ".png")]
             if self.grid is not None and key in self._by_key:
                 files.append(self.path / (stem + "_grid.png"))
-            missing = [p for p in files if not p.is_file()]
-            if missing:
-                logger.info("redoing %s: %s is missing", name, missing[0])
+            missing = [p for p in files if not _is_plain(p)]
+            if missing or any(os.path.islink(self.path / d) for d in Namespace.parents(stem)):
+                logger.info("redoing %s: %s is missing or not a plain file", name, (missing or files)[0])
                 continue
             try:
+                meta = read_json(files[1], MAX_JSON_BYTES, "saved explanation's JSON", follow=False)
+                pair = meta.get("pair") if isinstance(meta, dict) else None
+                want = {"run": rec["run"], "npz_sha256": rec.get("npz_sha256")} if rec.get("run") else None
+                if pair != want:
+                    raise ValueError(f"{files[1].name} and the manifest name different runs: the files are not "
+                                     "the pair this folder recorded")
                 exp = Explanation.load(self.path / stem)
             except (OSError, ValueError) as e:
-                logger.warning("redoing %s: its saved explanation cannot be read (%s)", name, e)
+                logger.warning("redoing %s: its saved explanation cannot be used (%s)", name, printable(e, 300))
                 continue
             if exp.settings is None or _json_norm(exp.settings.engine_key()) != mine:
                 logger.warning("redoing %s: %s.json was made with other settings", name, self.path / stem)
@@ -543,10 +645,6 @@ class RunFolder:
                 self._add_entry(key, exp, rec)
 
     # ------------------------------------------------------------------ queries
-    def stem_for(self, key: str) -> str:
-        """The output stem (relative to the folder, no suffix) of the input ``key``."""
-        return self.stems[self._key_of(key)]
-
     def is_done(self, key: str) -> bool:
         """Whether the input ``key`` (or source path) is explained in this folder already."""
         return self._key_of(key, strict=False) in self._done
@@ -563,10 +661,6 @@ class RunFolder:
         """The manifest record of one input (empty if none)."""
         return dict(self.images.get(self._key_of(key, strict=False), {}))
 
-    def input_for(self, source: str) -> InputFile:
-        """The input an outcome belongs to, by its ``source`` path or key."""
-        return self._by_key[self._key_of(source)]
-
     def _key_of(self, key_or_source: Any, strict: bool = True) -> str:
         k = str(key_or_source)
         if k in self._by_key:
@@ -582,8 +676,10 @@ class RunFolder:
              meta: dict[str, Any] | None = None) -> dict[str, str]:
         """Write one image's files (all or none) and record it as done.
 
-        The files are written into a temporary folder inside the run folder, then renamed
-        into place together with SIGINT/SIGTERM held off, then the manifest is rewritten.
+        The files are written into a temporary folder named with the run id inside the run
+        folder; the JSON gets the field ``pair`` (this run's id and the SHA-256 of the
+        .npz); the manifest records the image as ``saving``, the files are renamed into
+        place together with SIGINT/SIGTERM held off, then the manifest records it done.
 
         Returns
         -------
@@ -593,9 +689,11 @@ class RunFolder:
         Raises
         ------
         SaveError
-            A file could not be written (``"could not write PATH: reason"``); no temporary
-            file is left and none of this image's new files stays.
+            A file could not be written (``"could not write PATH: reason"``), or a file
+            capshap did not write appeared at an output's name (never overwritten); no
+            temporary file is left and none of this image's new files stays.
         """
+        from capshap.savedfile import file_sha256
         from capshap.viz.plots import plot, plot_grid, save_figure
 
         key = self._key_of(key)
@@ -607,10 +705,20 @@ class RunFolder:
         replaced: list[Path] = []
         tmpdir: Path | None = None
         before = self.images.get(key)
+        mine = stem.lower() in self._mine
         try:
-            tmpdir = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=self.path))
+            if not self._registered:  # the run id is in the manifest before its first temporary
+                target = self.path / MANIFEST
+                self._write_manifest(fsync=False)
+                self._registered = True
+            tmpdir = Path(tempfile.mkdtemp(prefix=self._tmp, dir=self.path))
             tmp = {s: tmpdir / ("x" + s) for s in final}
+            target = final[".npz"]
             exp.save(tmpdir / "x")
+            digest = file_sha256(tmp[".npz"])
+            saved = json.loads(tmp[".json"].read_text(encoding="utf-8"))
+            saved["pair"] = {"run": self.run_id, "npz_sha256": digest}
+            tmp[".json"].write_text(json.dumps(saved, indent=1, ensure_ascii=False), encoding="utf-8")
             target = final[".png"]
             fig = plot(exp, outline=outline)
             save_figure(fig, tmp[".png"])
@@ -618,40 +726,50 @@ class RunFolder:
                 target = final["_grid.png"]
                 save_figure(plot_grid(exp, self.grid), tmp["_grid.png"])
             target = final[".npz"]
+            for d in Namespace.parents(stem):
+                if os.path.islink(self.path / d):
+                    raise SaveError(f"could not write {target}: {self.path / d} is a symbolic link, never followed")
             final[".npz"].parent.mkdir(parents=True, exist_ok=True)
+            if not mine:
+                there = next((p for x, p in final.items()
+                              if os.path.lexists(p) and (stem + x).lower() not in self._owned), None)
+                if there is not None:
+                    raise SaveError(f"could not write {there}: it exists and was not written by capshap; "
+                                    "not overwritten")
             links = {"PNG": f"{stem}.png", "JSON": f"{stem}.json", "NPZ": f"{stem}.npz"}
             if self.grid is not None:
                 links["grid"] = f"{stem}_grid.png"
             rec = {
-                "name": f.name, "source": str(f.path), "stem": stem, "status": "done", "error": None, "stage": None,
+                "name": f.name, "source": str(f.path), "stem": stem, "status": "saving", "error": None, "stage": None,
                 "files": [(stem + s) for s in final], "links": links, "caption": str(exp.caption),
                 "evaluations": int(exp.n_evals), "seconds": round(float(seconds), 3), "started": started,
+                "run": self.run_id, "npz_sha256": digest,
             }
             if self.html:  # built before the commit: a done image always has its entry
                 self._add_entry(key, exp, rec)
             with deferred_interrupts():
+                target = self.path / MANIFEST
+                self.images[key] = dict(rec)  # "saving": its names are the folder's from now on
+                self._mine.add(stem.lower())
+                self._write_manifest(fsync=False)
                 for s in (".npz", ".json", ".png", "_grid.png"):
                     if s in final:
                         target = final[s]
                         os.replace(tmp[s], final[s])
                         replaced.append(final[s])
                 target = self.path / MANIFEST
+                rec["status"] = "done"
                 rec["finished"] = _now()
                 self.images[key] = rec
                 self._done.add(key)
                 self._wrote = True
                 self._write_manifest()
         except OSError as e:
-            self._done.discard(key)
-            self._entries.pop(key, None)
-            if before is None:
-                self.images.pop(key, None)
-            else:
-                self.images[key] = before
-            for p in replaced:
-                with contextlib.suppress(OSError):
-                    p.unlink()
+            self._failed_save(key, before, replaced)
             raise SaveError(f"could not write {target}: {_why(e)}") from None
+        except SaveError:
+            self._failed_save(key, before, replaced)
+            raise
         except BaseException:
             if key not in self._done:
                 self._entries.pop(key, None)
@@ -660,6 +778,17 @@ class RunFolder:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
         return links
+
+    def _failed_save(self, key: str, before: dict[str, Any] | None, replaced: list[Path]) -> None:
+        self._done.discard(key)
+        self._entries.pop(key, None)
+        if before is None:
+            self.images.pop(key, None)
+        else:
+            self.images[key] = before
+        for p in replaced:
+            with contextlib.suppress(OSError):
+                p.unlink()
 
     def record_failure(self, key: str, error: str, stage: str = "") -> None:
         """Record that the input ``key`` (or source path) failed, with why; it is redone
@@ -673,13 +802,16 @@ class RunFolder:
             "name": f.name, "source": str(f.path), "stem": self.stems[key], "status": "failed",
             "error": str(error), "stage": stage or None, "files": [], "finished": _now(),
         }
+        self._mine.add(self.stems[key].lower())
         self._wrote = True
         try:
             self._write_manifest()
         except OSError as e:
             logger.error("could not write %s: %s", self.path / MANIFEST, _why(e))
 
-    def _write_manifest(self) -> None:
+    def _write_manifest(self, fsync: bool = True) -> None:
+        runs = [r for r in self._runs if r != self.run_id][-(_MAX_RUNS - 1):] + [self.run_id]
+        recorded = {n.lower() for rec in self.images.values() for n in Namespace.derived(rec["stem"])}
         data = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
@@ -687,9 +819,12 @@ class RunFolder:
             "created": self.created,
             "updated": _now(),
             "settings": _json_norm(self.settings.to_dict()),
+            "runs": runs,
+            "owned": sorted(n for n in self._owned_names if n.lower() not in recorded),
             "images": self.images,
         }
-        atomic_write_text(self.path / MANIFEST, json.dumps(data, indent=1, ensure_ascii=False, default=str), fsync=True)
+        atomic_write_text(self.path / MANIFEST, json.dumps(data, indent=1, ensure_ascii=False, default=str),
+                          fsync=fsync, prefix=self._tmp)
 
     def _add_entry(self, key: str, exp: Any, rec: dict[str, Any]) -> None:
         from capshap.viz.report import Report
@@ -766,3 +901,44 @@ class RunFolder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ----------------------------------------------------------------- files of other commands
+
+
+def written_by_capshap(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a plain file (not a link, FIFO or device) that capshap wrote,
+    by the marks its writers leave: a PNG with ``Software: capshap`` in its text chunks, a
+    JSON object of a capshap format (or ``metrics.json``'s fields), a Markdown file
+    beginning ``# capshap``. Used before a command writes over an existing file: anything
+    else is the user's and is not overwritten."""
+    from capshap.savedfile import MAX_JSON_BYTES, read_json
+
+    p = Path(path)
+    if not _is_plain(p):
+        return False
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".png":
+            from PIL import Image
+
+            with Image.open(p) as im:  # reads the chunks before the pixels only
+                return im.format == "PNG" and str(im.info.get("Software", "")) == "capshap"
+        if suffix == ".json":
+            data = read_json(p, MAX_JSON_BYTES, "JSON file", follow=False)
+            return isinstance(data, dict) and (str(data.get("format", "")).startswith("capshap.")
+                                               or {"settings", "rows", "failures"} <= set(data))
+        if suffix == ".md":
+            with open(p, "rb") as f:
+                return f.read(64).startswith(b"# capshap")
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return False
+
+
+def check_overwrite(path: str | os.PathLike[str]) -> None:
+    """Raise ValueError unless ``path`` is free or a file capshap wrote
+    (:func:`written_by_capshap`); the message names the file."""
+    if os.path.lexists(path) and not written_by_capshap(path):
+        raise ValueError(f"{path}: exists and was not written by capshap; not overwritten (move it away or "
+                         "write elsewhere with --out)")

@@ -21,9 +21,11 @@ explanation from them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 import stat
 import zipfile
 from collections.abc import Mapping
@@ -32,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["read", "check_settings_types", "DEFAULT_MAX_BYTES", "MAX_JSON_BYTES"]
+__all__ = ["read", "read_regular", "read_json", "file_sha256", "check_settings_types", "DEFAULT_MAX_BYTES",
+           "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
 #: Largest total size, in bytes, of the arrays of one saved explanation (their .npy
 #: headers are checked before reading). A 500x500 image explained for 30 tokens in
@@ -40,6 +43,8 @@ __all__ = ["read", "check_settings_types", "DEFAULT_MAX_BYTES", "MAX_JSON_BYTES"
 DEFAULT_MAX_BYTES = 2 * 1024**3
 #: Largest JSON file read, in bytes.
 MAX_JSON_BYTES = 64 * 1024**2
+#: Deepest nesting of lists and objects accepted in a JSON file read here.
+MAX_JSON_DEPTH = 64
 #: Largest .npy header read, in bytes (numpy's own default limit).
 _MAX_HEADER = 10_000
 
@@ -71,24 +76,123 @@ def _regular(path: Path, limit: int, what: str) -> int:
 # ------------------------------------------------------------------------------ JSON
 
 
-def _read_json(js: Path) -> dict[str, Any]:
-    _regular(js, MAX_JSON_BYTES, "JSON file")
-    raw = js.read_bytes()[: MAX_JSON_BYTES + 1]
+def read_regular(path: str | os.PathLike[str], limit: int, what: str = "file", *, follow: bool = True) -> bytes:
+    """The bytes of ``path``, read only if it is a regular file of at most ``limit`` bytes.
+
+    The file is opened non-blocking (a FIFO or device never blocks: it is refused after
+    ``fstat``) and, with ``follow=False``, without following a symbolic link. Raises
+    FileNotFoundError when it is missing, ValueError (naming the file) for anything else.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as exc:
+        if not follow and os.path.islink(path):
+            raise ValueError(f"{path}: is a symbolic link, which is never followed here; the {what} must be a "
+                             "plain file") from None
+        raise ValueError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path}: not a regular file; the {what} must be a plain file")
+        if st.st_size > limit:
+            raise ValueError(f"{path}: the {what} is {st.st_size:,} bytes, more than the limit of {limit:,}; not read")
+        chunks, n = [], 0
+        while n <= limit:
+            try:
+                b = os.read(fd, min(1 << 20, limit + 1 - n))
+            except BlockingIOError:  # pragma: no cover - regular files do not block
+                break
+            except OSError as exc:
+                raise ValueError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+            if not b:
+                break
+            chunks.append(b)
+            n += len(b)
+        if n > limit:
+            raise ValueError(f"{path}: the {what} grew past the limit of {limit:,} bytes while read; not read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit`` (linear time)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for m in _BRACKET.finditer(_STRING.sub("", text)):
+        if m.group(0) in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def read_json(path: str | os.PathLike[str], limit: int = MAX_JSON_BYTES, what: str = "JSON file", *,
+              follow: bool = True, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The JSON value of ``path``: a regular file (:func:`read_regular`) of UTF-8 text
+    nested at most ``max_depth`` deep. Raises FileNotFoundError, or ValueError naming the
+    file (never RecursionError, whatever the nesting)."""
+    raw = read_regular(path, limit, what, follow=follow)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{js}: not UTF-8 text (byte {exc.start}); is it a capshap explanation?") from None
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    if _too_deep(text, max_depth):
+        raise ValueError(f"{path}: JSON nested more than {max_depth} levels deep; not read")
     try:
-        meta = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{js}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
-        raise ValueError(f"{js}: not usable JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # huge integers
+        raise ValueError(f"{path}: not usable JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits (read in 1 MB pieces)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _read_json(js: Path) -> dict[str, Any]:
+    if not os.path.lexists(js):
+        raise FileNotFoundError(f"{js}: no such file; an explanation is saved as NAME.npz + NAME.json")
+    meta = read_json(js, MAX_JSON_BYTES, "JSON file")
     if not isinstance(meta, dict):
         raise ValueError(f"{js}: not a capshap explanation (the JSON holds a {type(meta).__name__}, not an object)")
     if meta.get("format") != "capshap.explanation":
         raise ValueError(f"{js}: not a capshap explanation (format={str(meta.get('format'))[:80]!r})")
     return meta
+
+
+def _check_pair(npz: Path, js: Path, meta: dict[str, Any]) -> None:
+    """A pair written by a run folder names its run and its .npz's SHA-256: the two files
+    must belong together (files of two runs side by side are not one explanation)."""
+    pair = meta.get("pair")
+    if pair is None:
+        return
+    if not isinstance(pair, dict) or not isinstance(pair.get("run"), str) or not isinstance(pair.get("npz_sha256"), str):
+        raise _bad(js, "pair", "must be an object with text fields 'run' and 'npz_sha256'")
+    if file_sha256(npz) != pair["npz_sha256"]:
+        raise _bad(js, "pair.npz_sha256", f"does not match {npz.name}: the two files are not one explanation "
+                                          f"(written by different runs, or one was changed)")
 
 
 def _check_meta(js: Path, meta: dict[str, Any], version: int) -> None:
@@ -349,6 +453,7 @@ def read(npz: Path, js: Path, version: int, max_bytes: int = DEFAULT_MAX_BYTES) 
     meta = _read_json(js)
     _check_meta(js, meta, version)
     _regular(npz, max_bytes, "array file")
+    _check_pair(npz, js, meta)
     try:
         with zipfile.ZipFile(npz) as zf:
             h = _headers(npz, zf)

@@ -73,6 +73,7 @@ ROWS: dict[str, tuple[list[str], dict[str, object]]] = {
     "--outline": (["--outline"], {"folder.outline": True}),
     "--no-html": (["--no-html"], {"folder.html": False}),
     "--overwrite": (["--overwrite"], {"folder.overwrite": True}),
+    "--adopt": (["--adopt"], {"folder.adopt": True}),
     "--wait-lock": (["--wait-lock"], {"folder.wait_lock": True}),
 }
 

@@ -40,6 +40,7 @@ import hashlib
 import logging
 import queue
 import random
+import re
 import threading
 import time
 import unicodedata
@@ -155,14 +156,57 @@ class Secret:
         raise TypeError(f"the {self.name} cannot be pickled; pass it again where it is needed")
 
 
+#: Secrets at least this long are also scrubbed in altered forms (shorter ones: exact only,
+#: so that common words are not taken for a key).
+_FUZZY_MIN = 8
+#: Edits (a character left out, changed or added) an echoed form may have and still be scrubbed.
+_FUZZY_EDITS = 2
+_TOKEN = re.compile(r"[A-Za-z0-9_\-~+/.%]+")
+
+
+def _within_edits(a: str, b: str, k: int) -> bool:
+    """Whether the edit distance of ``a`` and ``b`` is at most ``k`` (banded, O(len * k))."""
+    if abs(len(a) - len(b)) > k:
+        return False
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        lo, hi = max(1, i - k), min(len(b), i + k)
+        cur = [i] + [k + 1] * len(b)
+        for j in range(lo, hi + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != b[j - 1]))
+        if min(cur[max(0, lo - 1):hi + 1]) > k:
+            return False
+        prev = cur
+    return prev[len(b)] <= k
+
+
+def _looks_like(token: str, forms: Sequence[str]) -> bool:
+    t = token.lower()
+    bare = t.strip("._-~+/%")  # a full stop or slash after the key is not part of it
+    seen = {t, bare, urllib.parse.unquote(bare)}  # percent-encoded beyond what quote() does
+    return any(f in c or _within_edits(c, f, _FUZZY_EDITS)
+               or (len(c) >= max(_FUZZY_MIN, 0.6 * len(f)) and c in f)  # most of it, cut or split
+               for f in forms for c in seen)
+
+
 def scrub(text: object, secrets: Sequence[Secret]) -> str:
-    """``str(text)`` with every secret's value (plain and URL-quoted) replaced by ``***``."""
+    """``str(text)`` with every secret's value replaced by ``***``: plain and URL-quoted,
+    and (for secrets of at least 8 characters) the forms a server may echo: upper- or
+    lower-cased, reversed, with up to two characters left out, changed or added, or cut
+    (a piece of at least 60% of it)."""
     s = str(text)
+    fuzzy: list[str] = []
     for sec in secrets:
         v = sec.reveal()
         for form in {v, urllib.parse.quote(v, safe=""), urllib.parse.quote_plus(v)}:
             if form and form in s:
                 s = s.replace(form, "***")
+        if len(v) >= _FUZZY_MIN:
+            fuzzy += [v.lower(), v.lower()[::-1]]
+    if fuzzy:
+        shortest = max(_FUZZY_MIN, min(min(len(f) - _FUZZY_EDITS, int(0.6 * len(f))) for f in fuzzy))
+        s = _TOKEN.sub(lambda m: "***" if len(m.group(0)) >= shortest and _looks_like(m.group(0), fuzzy)
+                       else m.group(0), s)
     return s
 
 

@@ -97,6 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(printable(f"capshap {args.command}: error: {e}"), file=sys.stderr)
         return EXIT_USAGE
+    except Exception as e:  # only RayUnavailable is handled here, the rest is raised again
+        from capshap.runners.ray import RayUnavailable  # (the Ray runner's module)
+
+        if not isinstance(e, RayUnavailable):
+            raise
+        print(printable(f"capshap {args.command}: error: {e}"), file=sys.stderr)  # an address, GPUs: one line
+        return EXIT_USAGE
     except KeyboardInterrupt:
         from capshap.cli.output import err
 

@@ -23,6 +23,7 @@ def reason(exc: BaseException) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from capshap.explanation import Explanation
+    from capshap.runfolder import check_overwrite
     from capshap.viz.plots import plot, plot_grid, save_figure
 
     tokens = None
@@ -37,10 +38,12 @@ def cmd_show(args: argparse.Namespace) -> int:
             folder = Path(args.out).expanduser() if args.out else npz.parent
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{stem}.png"
+            g = folder / f"{stem}_grid.png"
+            for t in [target] + ([g] if args.grid is not None else []):
+                check_overwrite(t)  # the user's photo.png next to photo.npz is never drawn over
             save_figure(plot(exp, tokens, outline=args.outline), target)
             written = [target]
             if args.grid is not None:
-                g = folder / f"{stem}_grid.png"
                 save_figure(plot_grid(exp, args.grid), g)
                 written.append(g)
             if not args.quiet:

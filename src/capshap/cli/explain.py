@@ -92,6 +92,7 @@ CONVERTED: dict[tuple[str, ...], Callable[[argparse.Namespace], dict[str, Any]]]
 #: option dest -> the :class:`~capshap.run.FolderOptions` field it sets (and how)
 FOLDER_OF: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "overwrite": ("overwrite", bool),
+    "adopt": ("adopt", bool),
     "wait_lock": ("wait_lock", bool),
     "no_html": ("html", lambda v: not v),
     "grid": ("grid", lambda v: v),

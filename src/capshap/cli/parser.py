@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     g_out.add_argument("--overwrite", action="store_true",
                    help="explain every image again even if --out holds a run (with the same or other "
                    "settings); without it a re-run skips the images already explained and refuses other settings")
+    g_out.add_argument("--adopt", action="store_true",
+                   help="write into --out although it holds files capshap did not write (they are never "
+                   "overwritten: outputs that would take their names get other names)")
     g_out.add_argument("--wait-lock", action="store_true",
                    help="if another capshap run is writing --out, wait for it to finish instead of stopping")
     common(e, g_out)

@@ -111,15 +111,12 @@ def _reason(e: BaseException) -> str:
 
 
 def _read_meta(js: Path) -> dict[str, Any]:
-    size = js.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise ValueError(f"{size} bytes, more than a saved explanation's JSON holds ({MAX_JSON_BYTES}); not read")
-    try:
-        meta = json.loads(js.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"unreadable JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"not UTF-8 text ({e.reason})") from None
+    from capshap.savedfile import read_json
+
+    try:  # bounded: size, depth, FIFOs
+        meta = read_json(js, MAX_JSON_BYTES, "saved explanation's JSON")
+    except ValueError as e:  # the report names the file already
+        raise ValueError(str(e).removeprefix(f"{js}: ").replace("not valid JSON", "unreadable JSON", 1)) from None
     if not isinstance(meta, dict):
         raise ValueError(f"not a capshap explanation (a JSON {type(meta).__name__})")
     return meta
@@ -313,7 +310,11 @@ def _summary(rows: list[dict[str, Any]], images: list[dict[str, Any]], n_failed:
 
 
 def _write(out_dir: Path, result: dict[str, Any], settings: dict[str, Any]) -> None:
+    from capshap.runfolder import check_overwrite
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.json", "metrics.md"):
+        check_overwrite(out_dir / name)  # a file capshap did not write is never replaced
     for name, text in (
         ("metrics.json", json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False)),
         ("metrics.md", metrics_markdown(result["rows"], settings, result["failures"],
@@ -424,6 +425,10 @@ def evaluate_run(
     else:
         box_map = load_boxes(boxes)
     out_dir = Path(out) if out is not None else root
+    from capshap.runfolder import check_overwrite
+
+    for name in ("metrics.json", "metrics.md"):  # before any work: a user's file there is never replaced
+        check_overwrite(out_dir / name)
     skip = {(out_dir / "metrics.json").resolve()}
     if box_map is not None and not isinstance(boxes, Mapping):
         skip.add(Path(boxes).resolve())

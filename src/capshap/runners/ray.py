@@ -13,9 +13,11 @@ back), yields each :class:`~capshap.job.Outcome` as it comes back (the run owner
 to the run folder then), and counts progress. An image whose worker died (the process exited or
 was killed) is given to a fresh actor once more; a second death fails only that image.
 
-Secrets: keys are never pickled (capshap's ``Secret`` refuses to be). Workers read them
-from their environment, which the driver fills from its own (``AZURE_VISION_KEY``,
-``OPENAI_API_KEY`` and their endpoints) through Ray's ``runtime_env``.
+Secrets: keys are never pickled (capshap's ``Secret`` refuses to be) and never pass
+through Ray's ``runtime_env`` (Ray writes that into its logs). Each worker reads them from
+its own environment: a local Ray started here inherits this process's environment; on a
+cluster, set them where its workers start (``OPENAI_API_KEY=... ray start ...``). Only the
+non-secret variables of :data:`ENV_PASSED` travel in ``runtime_env``.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ from capshap.runners.registry import RUNNERS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_ray", "RayUnavailable", "ENV_PASSED", "check_address", "recipe_of"]
+__all__ = ["run_ray", "RayUnavailable", "ENV_PASSED", "ENV_SECRET", "check_address", "check_gpus", "recipe_of"]
 
-#: Environment variables a worker needs to rebuild cloud captioners (read, never pickled).
+#: Environment variables passed to workers in ``runtime_env``: endpoints and caches, no key.
 ENV_PASSED = (
-    "AZURE_VISION_KEY", "AZURE_VISION_ENDPOINT", "OPENAI_API_KEY", "OPENAI_BASE_URL",
+    "AZURE_VISION_ENDPOINT", "OPENAI_BASE_URL",
     "HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE",
 )
+#: Keys a worker reads from its own environment; never put in ``runtime_env`` (Ray logs it).
+ENV_SECRET = ("AZURE_VISION_KEY", "OPENAI_API_KEY")
 
 _CONNECT_TIMEOUT_S = 5.0
 _RETRIES = 1
@@ -107,7 +111,16 @@ def _first_line(e: BaseException) -> str:
 
 
 def _env_vars() -> dict[str, str]:
-    return {k: os.environ[k] for k in ENV_PASSED if os.environ.get(k)}
+    return {k: os.environ[k] for k in ENV_PASSED if os.environ.get(k) and k not in ENV_SECRET}
+
+
+def check_gpus(resources: dict[str, Any], gpus_per_worker: float) -> None:
+    """Fail at once, in one line, when the cluster (its ``ray.cluster_resources()``) has
+    fewer GPUs than one worker asks for: Ray would wait for them forever."""
+    have = float(resources.get("GPU", 0) or 0)
+    if gpus_per_worker > 0 and have < gpus_per_worker:
+        raise RayUnavailable(f"--gpus-per-worker {gpus_per_worker:g}: the Ray cluster has {have:g} GPU(s), so no "
+                             "worker could ever start; use --gpus-per-worker 0 (CPU workers) or a cluster with GPUs")
 
 
 class _Worker:
@@ -208,6 +221,7 @@ def run_ray(
         except Exception as e:  # noqa: BLE001 - Ray raises many kinds; one line for the user
             raise RayUnavailable(f"--ray {address or '(local)'}: could not join Ray: {_first_line(e)}") from None
     resources = ray.cluster_resources()
+    check_gpus(resources, gpus_per_worker)
     if workers is None:
         if gpus_per_worker > 0:
             workers = max(1, int(resources.get("GPU", 0) // gpus_per_worker))

@@ -61,10 +61,13 @@ MAX_WORDS = 40
 
 def text(value: Any) -> str:
     """Any value as HTML text: ``str()``, undecodable bytes of file names (lone surrogates)
-    shown as U+FFFD, then escaped with quotes, so it is safe in element text and in
-    double- or single-quoted attribute values."""
+    shown as U+FFFD, control and bidirectional characters shown as escapes (``\\u202e``),
+    then escaped with quotes, so it is safe in element text and in double- or
+    single-quoted attribute values and cannot reorder itself on the page."""
+    from capshap.text import visible
+
     s = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return html.escape(s, quote=True)
+    return html.escape(visible(s), quote=True)  # bidi and control characters shown, not obeyed
 
 
 def safe_href(path: str) -> str | None:
