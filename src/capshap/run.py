@@ -500,6 +500,8 @@ def explain_input(
         original_size=list(item.original_size) if item.original_size else None,
         source=item.source,
     )
+    if hasattr(cap, "provenance"):  # a captioner behind a server: the vLLM version and model it served
+        exp.params["server"] = cap.provenance()
     return exp
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from capshap.captioners.hf.families import FamilyAdapter, adapter_for
 from capshap.captioners.hf.loading import load_pretrained, resolve_device, resolve_dtype
-from capshap.captioners.hf.tokens import TokenLayout, caption_text
+from capshap.captioners.hf.tokens import TokenLayout, caption_text, leading_blank
 from capshap.images import check_batch
 from capshap.interfaces import Captioner, Scorer
 from capshap.scoring.logodds import check_score, token_scores_torch
@@ -244,7 +244,8 @@ class OwnHeadScorer(Scorer):
             raise EmptyCaptionError(captioner._empty_message(f"the caption {caption!r}") if not caption.strip() else
                                     f"caption {caption!r} has no tokens to score for {captioner.model_id!r}")
         special = captioner.adapter.special_ids()
-        keep = [j for j, t in enumerate(ids) if t not in special]
+        lead = leading_blank(captioner.tokenizer, ids)  # the separator before the answer: read, not scored
+        keep = [j for j, t in enumerate(ids) if t not in special and j >= lead]
         if not keep:
             raise ValueError(f"caption {caption!r} has no tokens to score for {captioner.model_id!r}")
         self.answer_ids = list(ids)

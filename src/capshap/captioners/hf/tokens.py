@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["token_pieces", "TokenLayout", "caption_text"]
+__all__ = ["token_pieces", "TokenLayout", "caption_text", "leading_blank"]
 
 _REPLACEMENT = "\ufffd"
 
@@ -38,6 +38,19 @@ def caption_text(tokenizer: Any, ids: Sequence[int]) -> str:
     ids = [int(i) for i in ids]
     text = _text(tokenizer, ids).strip()
     return text if text else tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def leading_blank(tokenizer: Any, ids: Sequence[int]) -> int:
+    """How many of the first ``ids`` decode to whitespace only (not to nothing: special and
+    partial-byte tokens are not whitespace). A caption is stripped, so they are not part of
+    it: they separate the prompt from the answer ("Assistant:" + " " before "3 cats")."""
+    n = 0
+    for t in ids:
+        text = tokenizer.decode([int(t)], skip_special_tokens=True)
+        if not text or text.strip():
+            break
+        n += 1
+    return n
 
 
 def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[tuple[str, bool]]:
