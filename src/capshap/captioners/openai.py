@@ -38,6 +38,13 @@ proxy): the prompt alone (with ``add_generation_prompt: true``) and the prompt p
 continued answer are both sent with ``prompt_logprobs: 0``; the answer is what the second
 has after their common token prefix. Its token ids are checked again in every scored
 answer (a server that tokenizes the caption differently in context fails loudly).
+Whitespace-only tokens around the caption (the template's separator, a newline vLLM's
+PaliGemma appends) are read but not scored. Where the captioner wrote the caption itself,
+it asked vLLM for the generated ids (``return_token_ids``) and the scorer refuses, with
+:class:`CaptionTokensDiffer` naming the tokens, a caption whose text does not re-tokenize
+into them (:mod:`capshap.captioners.answer_tokens`); ``decoded_token`` pieces are matched
+to the caption so that merged words keep every character. :meth:`OpenAICaptioner.provenance`
+gives the served model and the vLLM version for the explanation's record.
 Scores are ``log p`` (``score="logprob"``) or the log-odds ``log p - log(1 - p)``
 (computed stably with :func:`capshap.scoring.logodds.log1mexp`); ``merge_words`` sums
 pieces into words, a piece starting a word when its decoded text begins with whitespace.
