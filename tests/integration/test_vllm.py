@@ -33,12 +33,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
 import tiny_vlms as tv
 from vllm_server import VLLMServer, run_python, unavailable, vllm_python
 

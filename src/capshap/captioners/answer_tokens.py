@@ -17,7 +17,7 @@ from typing import Any
 
 from capshap.text import printable
 
-__all__ = ["generated_ids", "leading_extra", "trailing_extra", "word_pieces", "token_difference"]
+__all__ = ["generated_ids", "leading_extra", "token_difference", "trailing_extra", "word_pieces"]
 
 _SHOW = 8  # tokens shown on each side of a difference
 

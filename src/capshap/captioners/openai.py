@@ -543,7 +543,7 @@ class OpenAICaptioner(CloudCaptioner):
             known = getattr(self, "_provenance", None)
         if known is not None:
             return dict(known)
-        root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+        root = self.base_url.removesuffix("/v1")
 
         def get(url: str, what: str, pick: Callable[[Any], Any]) -> Any:
             def parse(resp: Response) -> Any:

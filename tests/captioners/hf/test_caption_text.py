@@ -16,9 +16,9 @@ pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 DecodeStream = pytest.importorskip("tokenizers.decoders").DecodeStream
 
-import tiny_vlms as tv  # noqa: E402
+import tiny_vlms as tv
 
-from capshap.captioners.hf.tokens import caption_text  # noqa: E402
+from capshap.captioners.hf.tokens import caption_text
 
 
 @pytest.fixture(scope="module")
