@@ -10,6 +10,9 @@ model (Qwen2-VL: image processor + tokenizer only, as its processor needs torchv
 Each build takes well under a second and writes well under 1 MB; the same arguments give
 byte-identical files in any process (seeded weights, deterministic tokenizer training).
 
+``dims`` (:class:`Dims`) sets hidden size, heads and FFN size; :data:`VLLM_DIMS` (head
+dimension 32) gives models vLLM's CPU attention accepts.
+
 ``path(family, std=...)`` builds once per process into a temporary folder (removed at exit)
 and returns the same folder afterwards.
 
@@ -27,6 +30,7 @@ import functools
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -119,18 +123,35 @@ def _tokenizer(family: str, **named: str):
         PreTrainedTokenizerFast(tokenizer_object=tok, **base)
 
 
-def _text_config(vocab: int, std: float, **ids: int) -> dict:
+@dataclass(frozen=True)
+class Dims:
+    """Sizes of a tiny model: hidden size, attention heads, feed-forward size (text and vision)."""
+
+    hidden: int = HIDDEN
+    heads: int = HEADS
+    ffn: int = FFN
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+#: sizes vLLM's CPU attention accepts (head dimension 32; it refuses 16)
+VLLM_DIMS = Dims(hidden=64, heads=2, ffn=128)
+
+
+def _text_config(vocab: int, std: float, dims: Dims, **ids: int) -> dict:
     return dict(
-        vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=256,
+        vocab_size=vocab, hidden_size=dims.hidden, intermediate_size=dims.ffn, num_hidden_layers=LAYERS,
+        num_attention_heads=dims.heads, num_key_value_heads=dims.heads, max_position_embeddings=256,
         initializer_range=std, **ids,
     )
 
 
-def _vision_config(std: float) -> dict:
+def _vision_config(std: float, dims: Dims) -> dict:
     return dict(
-        hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        image_size=IMAGE, patch_size=PATCH, initializer_range=std,
+        hidden_size=dims.hidden, intermediate_size=dims.ffn, num_hidden_layers=LAYERS,
+        num_attention_heads=dims.heads, image_size=IMAGE, patch_size=PATCH, initializer_range=std,
     )
 
 
@@ -151,15 +172,15 @@ def _init(cls, cfg, seed: int):
     return cls(cfg).eval()
 
 
-def _llava(folder: str, std: float) -> None:
+def _llava(folder: str, std: float, dims: Dims) -> None:
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     tok = _tokenizer("llava", bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
                      image_token="<image>")
     tok.add_bos_token = True
     cfg = LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", **_vision_config(std), projection_dim=HIDDEN),
-        text_config=dict(model_type="llama", **_text_config(len(tok), std, bos_token_id=tok.bos_token_id,
+        vision_config=dict(model_type="clip_vision_model", **_vision_config(std, dims), projection_dim=dims.hidden),
+        text_config=dict(model_type="llama", **_text_config(len(tok), std, dims, bos_token_id=tok.bos_token_id,
                                                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)),
         image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
         vision_feature_layer=-1, projector_hidden_act="gelu",
@@ -175,19 +196,19 @@ def _llava(folder: str, std: float) -> None:
 QWEN_SIDE = 56  # 56x56 px -> 4x4 patches of 14 -> 4 image tokens after the 2x2 merge
 
 
-def _qwen2_vl(folder: str, std: float) -> None:
+def _qwen2_vl(folder: str, std: float, dims: Dims) -> None:
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
     tok = _tokenizer("qwen2_vl", eos_token="<|im_end|>", pad_token="<|endoftext|>",
                      image_token="<|image_pad|>", video_token="<|video_pad|>",
                      vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>")
     ids = {t: tok.convert_tokens_to_ids(t) for t in _SPECIALS["qwen2_vl"]}
-    head_dim = HIDDEN // HEADS
-    text = _text_config(len(tok), std, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+    head_dim = dims.head_dim
+    text = _text_config(len(tok), std, dims, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
                         pad_token_id=ids["<|endoftext|>"])
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
     assert sum(text["rope_parameters"]["mrope_section"]) == head_dim // 2
-    vision = dict(depth=LAYERS, embed_dim=HIDDEN, hidden_size=HIDDEN, mlp_ratio=2, num_heads=HEADS,
+    vision = dict(depth=LAYERS, embed_dim=dims.hidden, hidden_size=dims.hidden, mlp_ratio=2, num_heads=dims.heads,
                   patch_size=14, spatial_merge_size=2, temporal_patch_size=2, initializer_range=std)
     cfg = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                         video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
@@ -204,7 +225,7 @@ def _qwen2_vl(folder: str, std: float) -> None:
     tok.save_pretrained(folder)
 
 
-def _idefics3(folder: str, std: float) -> None:
+def _idefics3(folder: str, std: float, dims: Dims) -> None:
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
 
     tok = _tokenizer("idefics3", bos_token="<|begin_of_text|>", eos_token="<end_of_utterance>", unk_token="<unk>",
@@ -213,8 +234,8 @@ def _idefics3(folder: str, std: float) -> None:
                      end_of_utterance_token="<end_of_utterance>")
     eou = tok.convert_tokens_to_ids("<end_of_utterance>")
     cfg = Idefics3Config(
-        vision_config=dict(**_vision_config(std)),
-        text_config=dict(model_type="llama", **_text_config(len(tok), std, bos_token_id=tok.bos_token_id,
+        vision_config=dict(**_vision_config(std, dims)),
+        text_config=dict(model_type="llama", **_text_config(len(tok), std, dims, bos_token_id=tok.bos_token_id,
                                                              eos_token_id=eou, pad_token_id=tok.pad_token_id)),
         image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
     )
@@ -228,7 +249,7 @@ def _idefics3(folder: str, std: float) -> None:
                       chat_template=IDEFICS3_TEMPLATE).save_pretrained(folder)
 
 
-def _paligemma(folder: str, std: float) -> None:
+def _paligemma(folder: str, std: float, dims: Dims) -> None:
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessor
 
     tok = _tokenizer("paligemma", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
@@ -237,32 +258,32 @@ def _paligemma(folder: str, std: float) -> None:
     ip.image_seq_length = (IMAGE // PATCH) ** 2
     proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)  # adds the <loc>/<seg> tokens
     tok = proc.tokenizer
-    text = _text_config(len(tok), std, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    text = _text_config(len(tok), std, dims, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                         pad_token_id=tok.pad_token_id)
-    text.update(model_type="gemma", head_dim=HIDDEN // HEADS, num_key_value_heads=1)
+    text.update(model_type="gemma", head_dim=dims.head_dim, num_key_value_heads=1)
     cfg = PaliGemmaConfig(
-        vision_config=dict(model_type="siglip_vision_model", **_vision_config(std)),
-        text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"), projection_dim=HIDDEN,
+        vision_config=dict(model_type="siglip_vision_model", **_vision_config(std, dims)),
+        text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"), projection_dim=dims.hidden,
     )
     cfg.initializer_range = std
-    cfg.vision_config.projection_dim = HIDDEN
+    cfg.vision_config.projection_dim = dims.hidden
     model = _init(PaliGemmaForConditionalGeneration, cfg, 14)
     _finish(model, tok, folder, tok.eos_token_id)
     proc.save_pretrained(folder)
 
 
-def _gemma3(folder: str, std: float) -> None:
+def _gemma3(folder: str, std: float, dims: Dims) -> None:
     import torch
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
 
     tok = _tokenizer("gemma3", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
                      image_token="<image_soft_token>", boi_token="<start_of_image>", eoi_token="<end_of_image>")
     eot = tok.convert_tokens_to_ids("<end_of_turn>")
-    text = _text_config(len(tok), std, bos_token_id=tok.bos_token_id, eos_token_id=[tok.eos_token_id, eot],
+    text = _text_config(len(tok), std, dims, bos_token_id=tok.bos_token_id, eos_token_id=[tok.eos_token_id, eot],
                         pad_token_id=tok.pad_token_id)
-    text.update(head_dim=HIDDEN // HEADS, num_key_value_heads=1, sliding_window=64, query_pre_attn_scalar=HIDDEN // HEADS)
+    text.update(head_dim=dims.head_dim, num_key_value_heads=1, sliding_window=64, query_pre_attn_scalar=dims.head_dim)
     cfg = Gemma3Config(
-        text_config=text, vision_config=dict(model_type="siglip_vision_model", **_vision_config(std)),
+        text_config=text, vision_config=dict(model_type="siglip_vision_model", **_vision_config(std, dims)),
         mm_tokens_per_image=4, image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),
         boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
         eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
@@ -284,16 +305,18 @@ _BUILDERS = {"llava": _llava, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3, "pal
              "gemma3": _gemma3}
 
 
-def build(family: str, folder: str, std: float = 0.02) -> str:
+def build(family: str, folder: str, std: float = 0.02, dims: Dims = Dims()) -> str:
     """Build a tiny random ``family`` model into ``folder`` (created if missing); returns it.
 
-    family: one of :data:`FAMILIES`. std: weight initialisation std. Deterministic (seeded).
+    family: one of :data:`FAMILIES`. std: weight initialisation std. dims: sizes (default
+    hidden 32, 2 heads, FFN 64; :data:`VLLM_DIMS` for a model vLLM's CPU build serves).
+    Deterministic (seeded).
     """
     if family not in _BUILDERS:
         raise ValueError(f"unknown tiny VLM family {family!r}; use one of {', '.join(FAMILIES)}")
     _offline()
     os.makedirs(folder, exist_ok=True)
-    _BUILDERS[family](folder, float(std))
+    _BUILDERS[family](folder, float(std), dims)
     return folder
 
 
@@ -305,9 +328,10 @@ def _root() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def path(family: str, std: float = 0.02) -> str:
+def path(family: str, std: float = 0.02, dims: Dims = Dims()) -> str:
     """The folder of a tiny ``family`` model, built once per process (removed at exit)."""
-    return build(family, os.path.join(_root(), f"{family}-{std:g}"), std=std)
+    tag = "" if dims == Dims() else f"-h{dims.hidden}x{dims.heads}f{dims.ffn}"
+    return build(family, os.path.join(_root(), f"{family}-{std:g}{tag}"), std=std, dims=dims)
 
 
 def images(n: int, size: int = 40, seed: int = 0) -> np.ndarray:

@@ -579,8 +579,9 @@ def explain_input(
             "original_size": list(item.original_size) if item.original_size else None,
             "source": item.source,
         }
-        if cap is not None:
-            facts.update(cap.provenance())
+        served = cap.provenance() if cap is not None else {}
+        if served:  # e.g. the vLLM version and the model a server served
+            facts["server"] = served
         exp = explain_array(
             item.array, route.scorer(bound), s, tree=tree, fill=parts.fill, masker=parts.masker,
             name=item.name, progress=bars.advance if bars is not None else None,

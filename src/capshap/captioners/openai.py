@@ -38,6 +38,13 @@ proxy): the prompt alone (with ``add_generation_prompt: true``) and the prompt p
 continued answer are both sent with ``prompt_logprobs: 0``; the answer is what the second
 has after their common token prefix. Its token ids are checked again in every scored
 answer (a server that tokenizes the caption differently in context fails loudly).
+Whitespace-only tokens around the caption (the template's separator, a newline vLLM's
+PaliGemma appends) are read but not scored. Where the captioner wrote the caption itself,
+it asked vLLM for the generated ids (``return_token_ids``) and the scorer refuses, with
+:class:`CaptionTokensDiffer` naming the tokens, a caption whose text does not re-tokenize
+into them (:mod:`capshap.captioners.answer_tokens`); ``decoded_token`` pieces are matched
+to the caption so that merged words keep every character. :meth:`OpenAICaptioner.provenance`
+gives the served model and the vLLM version for the explanation's record.
 Scores are ``log p`` (``score="logprob"``) or the log-odds ``log p - log(1 - p)``
 (computed stably with :func:`capshap.scoring.logodds.log1mexp`); ``merge_words`` sums
 pieces into words, a piece starting a word when its decoded text begins with whitespace.
@@ -52,17 +59,26 @@ presence; ``--scorer own`` is refused naming ``presence`` and ``surrogate:LM``).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 import logging
 import os
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 import numpy as np
 
+from capshap.captioners.answer_tokens import (
+    generated_ids,
+    leading_extra,
+    token_difference,
+    trailing_extra,
+    word_pieces,
+)
 from capshap.captioners.cache import CaptionCache
 from capshap.captioners.cloud import CloudCaptioner, ServiceError
 from capshap.captioners.http import (
@@ -77,6 +93,7 @@ from capshap.scoring.logodds import SCORE_CAP, check_score, log1mexp
 from capshap.text import printable
 
 __all__ = [
+    "CaptionTokensDiffer",
     "DEFAULT_BASE_URL",
     "DEFAULT_PROMPT",
     "NotOpenAICompatible",
@@ -99,6 +116,7 @@ DEFAULT_PROMPT = "Describe this image in one sentence."
 WORKING_SCORERS = "--scorer presence (word presence) or --scorer surrogate:LM_ID_OR_PATH (a local language model)"
 
 _MB = 1024 * 1024
+_WRITTEN_KEPT = 4096  # captions whose generated ids an own-head captioner keeps
 
 class OpenAIError(ServiceError):
     """A request to an OpenAI-compatible server failed (``image``, ``index``, ``status`` as
@@ -119,6 +137,11 @@ class NotOpenAICompatible(OpenAIError):
 
 class PromptLogprobsUnsupported(OpenAIError):
     """The server does not return prompt log-probabilities: no own-head scoring."""
+
+
+class CaptionTokensDiffer(OpenAIError):
+    """The server's tokens of a caption are not the ids the model wrote it with (the text
+    does not round-trip): own-head values through the server would be for other tokens."""
 
 
 def _service_message(body: bytes) -> str:
@@ -484,10 +507,91 @@ class OpenAICaptioner(CloudCaptioner):
             f"{WORKING_SCORERS}, or serve the model with vLLM (vllm serve {self.model})"
         )
 
+    def provenance(self) -> dict[str, Any]:
+        """What served the captions, for the explanation's record (asked once, then kept):
+        ``served_model`` (the model the server loaded for :attr:`model`: ``root`` in
+        ``GET /v1/models``, e.g. a hub id or folder) and ``vllm_version`` (``GET /version``
+        at the server's root; None where the server is not vLLM or does not say). A failed
+        request gives None for that field; it never fails a run."""
+        with self._lock:
+            known = getattr(self, "_provenance", None)
+        if known is not None:
+            return dict(known)
+        root = self.base_url.removesuffix("/v1")
+
+        def get(url: str, what: str, pick: Callable[[Any], Any]) -> Any:
+            def parse(resp: Response) -> Any:
+                if resp.status != 200:
+                    return None
+                try:
+                    return pick(json.loads(resp.content.decode("utf-8")))
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    return None
+            try:
+                value = self._client.send(Request("GET", url, label=what), parse)
+            except Exception as e:  # noqa: BLE001 - provenance is best effort
+                logger.info("%s: %s unknown (%s)", url, what, type(e).__name__)
+                return None
+            return printable(str(value), 200) if value is not None else None
+
+        def served(j: Any) -> Any:
+            for m in j["data"]:
+                if isinstance(m, dict) and m.get("id") == self.model:
+                    return m.get("root") or m.get("id")
+            return None
+
+        prov = {
+            "served_model": get(f"{self.base_url}/models", "served model", served),
+            "vllm_version": get(f"{root}/version", "vLLM version", lambda j: j["version"]),
+        }
+        with self._lock:
+            self._provenance = prov
+        return dict(prov)
+
 
 class OpenAIOwnHeadCaptioner(OpenAICaptioner):
     """An :class:`OpenAICaptioner` on a server with prompt log-probabilities (vLLM): also an
-    :class:`~capshap.interfaces.OwnHeadCaptioner`."""
+    :class:`~capshap.interfaces.OwnHeadCaptioner`.
+
+    Once the server is known to return prompt log-probabilities, caption requests also ask
+    for the generated token ids (vLLM's ``return_token_ids``), and :meth:`written_ids` keeps
+    them per caption, so that the own-head scorer can check that the server's tokens of the
+    caption text are the tokens the model wrote.
+    """
+
+    def _asks_token_ids(self) -> bool:
+        with self._lock:
+            probe = self._probe
+        return probe is not None and probe["tokens"] is not None
+
+    def _request_for(self, image: np.ndarray, label: str, index: int) -> Request:
+        req = super()._request_for(image, label, index)
+        if not self._asks_token_ids():
+            return req
+        body = req.content  # a compact JSON object: add one field before its closing brace
+        return dataclasses.replace(req, content=body[:-1] + b',"return_token_ids":true}')
+
+    def _parse_caption(self, resp: Response, index: int) -> str:
+        text = super()._parse_caption(resp, index)
+        try:
+            ids = generated_ids(self._json(resp)["choices"][0])
+        except (RetryAnswer, KeyError, IndexError, TypeError, AttributeError):
+            ids = None
+        if ids is not None and text:
+            with self._lock:
+                written = self.__dict__.setdefault("_written", OrderedDict())
+                written[text] = ids
+                written.move_to_end(text)
+                while len(written) > _WRITTEN_KEPT:
+                    written.popitem(last=False)
+        return text
+
+    def written_ids(self, caption: str) -> tuple[int, ...] | None:
+        """The ids the model generated for ``caption`` (without the end-of-answer token), where
+        this captioner asked the server for it and the server said; else None."""
+        with self._lock:
+            written = self.__dict__.get("_written")
+            return None if written is None else written.get(caption.strip())
 
     def own_scorer(self, caption: str, score: str = "logodds", merge_words: bool = False) -> OpenAIOwnHeadScorer:
         """A scorer bound to ``caption`` that reads the server model's log-probabilities of
@@ -532,6 +636,12 @@ class OpenAIOwnHeadScorer(Scorer):
             raise captioner._unsupported()
         c = _common_prefix([t[0] for t in prefix], [t[0] for t in full])
         ans = full[c:]
+        # whitespace before and after the (stripped) caption is not the caption's: the template's
+        # separator, and a newline the server appends (vLLM's PaliGemma)
+        self._extra = trailing_extra([t[2] for t in ans])
+        ans = ans[: len(ans) - self._extra]
+        self._check_written(captioner, answer, ans)  # the separator included, as the model writes it
+        ans = ans[leading_extra([t[2] for t in ans]):]
         if not ans:
             raise OpenAIError(
                 f"{captioner.base_url} gave caption {printable(answer, 100)!r} no tokens after the prompt "
@@ -545,6 +655,13 @@ class OpenAIOwnHeadScorer(Scorer):
             if any(t[2] is None for t in ans):
                 raise OpenAIError(f"{captioner.base_url} sends no decoded_token texts: words cannot be formed; "
                                   "use merge_words=False (--tokens pieces)")
+            fixed = word_pieces(answer, pieces)  # a U+FFFD's tokens decode to "": give the text back
+            if fixed is None:
+                raise OpenAIError(
+                    f"{captioner.base_url}: the decoded_token texts of caption {printable(answer, 100)!r} do not "
+                    f"spell it ({printable(''.join(pieces), 100)!r}): words cannot be formed; use "
+                    "merge_words=False (--tokens pieces)")
+            pieces = fixed
             starts = [i for i, p in enumerate(pieces) if i == 0 or p[:1].isspace()]
             self._starts: np.ndarray | None = np.asarray(starts, dtype=np.intp)
             bounds = starts + [len(pieces)]
@@ -553,12 +670,29 @@ class OpenAIOwnHeadScorer(Scorer):
             self._starts = None
             self.tokens = list(self.token_texts)
 
+    @staticmethod
+    def _check_written(captioner: OpenAICaptioner, answer: str, ans: list[tuple[int, float, str | None]]) -> None:
+        """Raise :class:`CaptionTokensDiffer` where the model wrote ``answer`` with other ids
+        than the server's tokens of its text; warn where that cannot be checked and the
+        text shows it likely (a U+FFFD)."""
+        written = captioner.written_ids(answer) if isinstance(captioner, OpenAIOwnHeadCaptioner) else None
+        ids = [t[0] for t in ans]
+        if written is not None and list(written) != ids:
+            raise CaptionTokensDiffer(
+                f"{captioner.base_url}: " + token_difference(answer, ids, [t[2] for t in ans], written))
+        if written is None and "\ufffd" in answer:
+            logger.warning(
+                "caption %r holds U+FFFD and the ids the model wrote it with are not known here (a cached or "
+                "given caption): the server scores the tokens of the text, which may not be the model's",
+                printable(answer, 80))
+
     def _parse(self, resp: Response) -> np.ndarray:
         cap = self.captioner
         toks = cap._parse_plp(resp, None)
         if toks is None:
             raise cap._unsupported()
         k = len(self.token_ids)
+        toks = toks[: len(toks) - self._extra]
         tail = toks[-k:] if len(toks) >= k else []
         if [t[0] for t in tail] != self.token_ids:
             raise OpenAIError(

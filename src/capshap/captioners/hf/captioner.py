@@ -17,7 +17,7 @@ import numpy as np
 
 from capshap.captioners.hf.families import FamilyAdapter, adapter_for
 from capshap.captioners.hf.loading import load_pretrained, resolve_device, resolve_dtype
-from capshap.captioners.hf.tokens import TokenLayout
+from capshap.captioners.hf.tokens import TokenLayout, caption_text, leading_blank
 from capshap.images import check_batch
 from capshap.interfaces import Captioner, Scorer
 from capshap.scoring.logodds import check_score, token_scores_torch
@@ -167,6 +167,10 @@ class HFCaptioner(Captioner):
     def caption(self, images: Sequence[np.ndarray]) -> list[str]:
         """Caption a batch: list of N uint8 (H, W, 3) arrays -> N strings (prompt not included).
 
+        A caption is written as vLLM writes it (:func:`~capshap.captioners.hf.tokens.caption_text`):
+        special tokens skipped, a trailing incomplete UTF-8 character dropped, whitespace
+        stripped. Own-head scoring of the caption still teacher-forces every generated id.
+
         When the model writes nothing for some image, chat models raise
         :class:`EmptyCaptionError` naming the images (after captioning all of them); the
         other families log that warning and return "" for those images."""
@@ -179,7 +183,7 @@ class HFCaptioner(Captioner):
             with torch.inference_mode():
                 answers = self.adapter.generate(batch, self.generate_kwargs)
             for ids in answers:
-                text = self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+                text = caption_text(self.tokenizer, ids)  # as vLLM's detokenizer writes it
                 if text:
                     self._remember(text, ids)
                 captions.append(text)
@@ -240,7 +244,8 @@ class OwnHeadScorer(Scorer):
             raise EmptyCaptionError(captioner._empty_message(f"the caption {caption!r}") if not caption.strip() else
                                     f"caption {caption!r} has no tokens to score for {captioner.model_id!r}")
         special = captioner.adapter.special_ids()
-        keep = [j for j, t in enumerate(ids) if t not in special]
+        lead = leading_blank(captioner.tokenizer, ids)  # the separator before the answer: read, not scored
+        keep = [j for j, t in enumerate(ids) if t not in special and j >= lead]
         if not keep:
             raise ValueError(f"caption {caption!r} has no tokens to score for {captioner.model_id!r}")
         self.answer_ids = list(ids)

@@ -7,7 +7,50 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["token_pieces", "TokenLayout"]
+__all__ = ["token_pieces", "TokenLayout", "caption_text", "leading_blank"]
+
+_REPLACEMENT = "\ufffd"
+
+
+def _text(tokenizer: Any, ids: list[int]) -> str:
+    """The text of ``ids`` as a server streams it: special tokens skipped, and trailing
+    tokens whose bytes do not yet form a whole character (the decoded text ends in U+FFFD)
+    held back. vLLM's incremental detokenizer never emits such a tail, so a caption made
+    through vLLM ends before it."""
+    n = len(ids)
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    while n and text.endswith(_REPLACEMENT):
+        n -= 1
+        text = tokenizer.decode(ids[:n], skip_special_tokens=True)
+    return text
+
+
+def caption_text(tokenizer: Any, ids: Sequence[int]) -> str:
+    """The caption text of generated answer ids, as vLLM writes it.
+
+    ``ids`` (T,) are the generated answer ids, cut before the end-of-answer token. The text
+    is their decoding with special tokens skipped, without a trailing incomplete UTF-8
+    character (the first bytes of a character the model never finished decode to U+FFFD;
+    vLLM's incremental detokenizer holds them back and never emits them), stripped of
+    surrounding whitespace. Where nothing but incomplete characters was written, the text
+    keeps its U+FFFD (a server would answer an empty caption).
+    """
+    ids = [int(i) for i in ids]
+    text = _text(tokenizer, ids).strip()
+    return text if text else tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def leading_blank(tokenizer: Any, ids: Sequence[int]) -> int:
+    """How many of the first ``ids`` decode to whitespace only (not to nothing: special and
+    partial-byte tokens are not whitespace). A caption is stripped, so they are not part of
+    it: they separate the prompt from the answer ("Assistant:" + " " before "3 cats")."""
+    n = 0
+    for t in ids:
+        text = tokenizer.decode([int(t)], skip_special_tokens=True)
+        if not text or text.strip():
+            break
+        n += 1
+    return n
 
 
 def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[tuple[str, bool]]:

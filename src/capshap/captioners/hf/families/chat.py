@@ -164,7 +164,15 @@ class ChatAdapter(FamilyAdapter):
         a = self.tokenizer(context, **kw)["input_ids"]
         b = self.tokenizer(context + caption, **kw)["input_ids"]
         if len(b) > len(a) and list(b[: len(a)]) == list(a):
-            return [int(i) for i in b[len(a):]]
+            ids = [int(i) for i in b[len(a):]]
+            if self.answer_sep and context.endswith(self.answer_sep):
+                # the separator ("ASSISTANT:" + " ") is a token of its own before a caption that starts
+                # with a symbol: the model reads it before the answer, as a server's template lays it out
+                # (the own-head scorer does not score it: it is whitespace)
+                bare = self.tokenizer(context[: -len(self.answer_sep)], **kw)["input_ids"]
+                if len(a) > len(bare) and list(a[: len(bare)]) == list(bare):
+                    ids = [int(i) for i in a[len(bare):]] + ids
+            return ids
         return [int(i) for i in self.tokenizer(self.answer_sep + caption, **kw)["input_ids"]]
 
     def forced_inputs(self, images: Sequence[np.ndarray], ids: Sequence[int]) -> dict[str, Any]:
