@@ -30,7 +30,7 @@ def run_once(img, scorer, cap, overlap, max_evals, batch_size, mask):
     import torch
 
     from capshap.masking import Masker, render_shape, thread_split
-    from capshap.owen import owen
+    from capshap.owen import owen_values as owen
     from capshap.regions.axis import axis_aligned
 
     model_threads, mask_threads = thread_split(overlap=overlap)

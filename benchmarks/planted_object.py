@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from scenes import object_scorer, planted_scene, positive_fraction_in  # noqa: E402
 
 from capshap import explain_image  # noqa: E402
-from capshap.regions.segments import segments  # noqa: E402
+from capshap.regions.segments import superpixel_tree as segments  # noqa: E402
 
 
 FILLS = {"inpaint_ns": "inpaint_ns", "grey": (127, 127, 127)}

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     rows = []
     for name, img in photos(args.max_side, tuple(args.names) if args.names else NAMES[: args.photos]):
         caption = cap.caption([img])[0]
-        scorer = capshap.OwnHead(cap).bind(caption)
+        scorer = capshap.OwnHeadFactory(cap).bind(caption)
         kw = dict(mask=args.mask, max_evals=args.max_evals, batch_size=args.batch_size, seed=0)
         t = time.perf_counter()
         full, _ = explain(img, scorer, cap, "full", **kw)

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from capshap.regions.axis import axis_aligned
-    from capshap.regions.segments import segments
+    from capshap.regions.segments import superpixel_tree as segments
 
     print("| tree | image | best s | median s | leaves | depth |")
     print("|---|---|---|---|---|---|")

@@ -270,7 +270,7 @@ def main(argv=None) -> int:
 
     import capshap
     from capshap.captioners.builtin import BuiltinCaptioner
-    from capshap.scoring.surrogate import SurrogateScorer
+    from capshap.scoring.surrogate import SurrogateFactory
 
     dev = args.device
     if dev.startswith("cuda") and not torch.cuda.is_available():
@@ -288,8 +288,8 @@ def main(argv=None) -> int:
     lm = clock.wrap(distilbart_xsum_12_6(tok, dev, args.lm))
     print(f"# surrogate LM built in {time.perf_counter() - t:.1f} s "
           f"({sum(p.numel() for p in lm.parameters()) / 1e6:.0f} M parameters)")
-    surrogate = SurrogateScorer(captioner, lm, tok, device=dev, batch_size=args.batch_size)
-    own = capshap.OwnHead(captioner)
+    surrogate = SurrogateFactory(captioner, lm, tok, device=dev, batch_size=args.batch_size)
+    own = capshap.OwnHeadFactory(captioner)
 
     rows = []
     cores = os.cpu_count() or 1

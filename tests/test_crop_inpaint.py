@@ -49,7 +49,7 @@ def _owen_like(tree, rng, n):
 
 
 def test_crop_equals_full_image_inpainting_over_thousands_of_coalitions():
-    from capshap.regions.segments import segments
+    from capshap.regions.segments import superpixel_tree as segments
 
     photos = _photos()
     rng = np.random.default_rng(0)

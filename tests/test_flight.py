@@ -169,14 +169,14 @@ def test_cloud_clients_are_called_concurrently_not_through_the_model_thread():
     from capshap.captioners.azure import AzureCaptioner
     from capshap.captioners.cache import CaptionCache, with_cache
     from capshap.interfaces import FunctionCaptioner
-    from capshap.scoring.presence import PresenceScorer
+    from capshap.scoring.presence import PresenceFactory
 
     cloud = AzureCaptioner(endpoint="http://127.0.0.1:9", key="not-a-key")  # sends nothing
     local = FunctionCaptioner(_captioner)
     try:
-        assert concurrent_calls(cloud) and concurrent_calls(PresenceScorer(cloud).bind("a red cat"))
+        assert concurrent_calls(cloud) and concurrent_calls(PresenceFactory(cloud).bind("a red cat"))
         assert concurrent_calls(with_cache(cloud, CaptionCache(), "ns"))
-        assert not concurrent_calls(local) and not concurrent_calls(PresenceScorer(local).bind("a red cat"))
+        assert not concurrent_calls(local) and not concurrent_calls(PresenceFactory(local).bind("a red cat"))
 
         class Flagged(AzureCaptioner):
             concurrent_calls = False

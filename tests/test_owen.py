@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import shap  # in [test]: without it these tests fail, they do not skip
 
-from capshap.owen import owen
+from capshap.owen import owen_values as owen
 from capshap.regions.axis import axis_aligned
 
 

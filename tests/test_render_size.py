@@ -107,7 +107,7 @@ def test_render_size_of_the_image_itself_is_full_size(photo):
 
 
 def test_segment_trees_render_small_too(photo):
-    from capshap.regions.segments import segments
+    from capshap.regions.segments import superpixel_tree as segments
 
     tree = segments(photo, "slic", 12)
     m = Masker(photo, tree, 0, render_size=(24, 32))

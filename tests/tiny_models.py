@@ -5,7 +5,7 @@ tokenizer trained on the spot with the ``tokenizers`` library, saves both with
 ``save_pretrained`` to a temporary folder and returns that folder's path. Results are cached
 per test session (``functools.lru_cache``), so every model is built once however many tests
 use it; tests load the folders back through the same code users call (``HFCaptioner``,
-``SurrogateScorer``).
+``SurrogateFactory``).
 
 Models: ``vit_gpt2_dir`` (VisionEncoderDecoder, ViT + GPT-2, like
 nlpconnect/vit-gpt2-image-captioning), ``blip_dir`` (BlipForConditionalGeneration),

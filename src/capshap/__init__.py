@@ -12,17 +12,14 @@ Every part loads only when used (torch, transformers and scikit-image included).
 from importlib import import_module
 from typing import Any
 
-from capshap.owen import (  # eager: ``capshap.owen`` is the function, not the module
-    OwenResult,
-    owen,
-)
-
 __version__ = "0.2.0"
 
 # Everything loads on first use (PEP 562), so that ``import capshap`` (and ``capshap
 # --help`` / ``capshap version``) costs nothing: numpy, OpenCV, Pillow and torch load with
 # the first function that needs them.
 _LAZY = {
+    "owen_values": ".owen",
+    "OwenResult": ".owen",
     "explain": ".run",
     "Run": ".run",
     "FolderOptions": ".run",
@@ -44,20 +41,20 @@ _LAZY = {
     "FunctionScorer": ".interfaces",
     "Scorer": ".interfaces",
     "as_captioner": ".interfaces",
-    "OwnHead": ".scoring.own",
-    "PresenceScorer": ".scoring.presence",
+    "OwnHeadFactory": ".scoring.own",
+    "PresenceFactory": ".scoring.presence",
     "Tree": ".regions.tree",
     "axis_aligned": ".regions.axis",
     "HFCaptioner": ".captioners.hf",
     "ModelLoadError": ".captioners.hf",
-    "SurrogateScorer": ".scoring.surrogate",
+    "SurrogateFactory": ".scoring.surrogate",
     "AzureCaptioner": ".captioners.azure",
     "OpenAICaptioner": ".captioners.openai",
     "AzureError": ".captioners.azure",
     "OpenAIError": ".captioners.openai",
     "CaptionCache": ".captioners.cache",
     "BuiltinCaptioner": ".captioners.builtin",
-    "segments": ".regions.segments",
+    "superpixel_tree": ".regions.segments",
     "from_labels": ".regions.segments",
     "from_masks": ".regions.segments",
     "plot": ".viz.plots",
@@ -71,16 +68,22 @@ _LAZY = {
     "load_boxes": ".metrics",
 }
 
-__all__ = ["__version__", "OwenResult", "owen", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 #: Old names kept working for one release (0.3), with a DeprecationWarning: name -> (module, new name).
 _DEPRECATED = {
     "make_scorer": (".run", "make_scorer", "capshap.scoring.bind_scorer(scorer, captioner, caption)"),
+    "segments": (".regions.segments", "superpixel_tree", "capshap.superpixel_tree"),
+    "OwnHead": (".scoring.own", "OwnHeadFactory", "capshap.OwnHeadFactory (it makes scorers)"),
+    "PresenceScorer": (".scoring.presence", "PresenceFactory", "capshap.PresenceFactory (it makes scorers)"),
+    "SurrogateScorer": (".scoring.surrogate", "SurrogateFactory", "capshap.SurrogateFactory (it makes scorers)"),
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name == "owen":  # the module, callable with a DeprecationWarning as 0.2's function was
+        return import_module(".owen", __name__)
     if name in _DEPRECATED:
         import warnings
 

@@ -36,7 +36,7 @@ from capshap.explanation import Explanation
 from capshap.grounding import Thresholds
 from capshap.interfaces import Captioner, MaskerLike, Scorer, as_captioner
 from capshap.masking import Fill, Masker, render_shape
-from capshap.owen import owen
+from capshap.owen import owen_values
 from capshap.regions import TreeSpec, make_tree
 from capshap.regions.user import TreeSource
 from capshap.scoring import bind_scorer, build_scorer, scorer_options
@@ -251,9 +251,9 @@ class Plan:
         factory: Any = build_scorer(s.scorer, cap, opts, device=s.device)
         if s.contrast is None:
             return factory
-        from capshap.scoring.presence import PresenceScorer
+        from capshap.scoring.presence import PresenceFactory
 
-        if isinstance(factory, PresenceScorer):  # what "auto" gives a captioner with no head
+        if isinstance(factory, PresenceFactory):  # what "auto" gives a captioner with no head
             raise SettingError("contrast", s.contrast, "needs log-probabilities, and this captioner has no language "
                                "head: use --scorer surrogate:LM")
         return ContrastScorer(factory, s.contrast)
@@ -473,7 +473,7 @@ def explain_array(
         return scores
 
     t1 = time.perf_counter()
-    res = owen(region_tree, evaluate, max_evals=s.max_evals, batch_size=s.batch_size,
+    res = owen_values(region_tree, evaluate, max_evals=s.max_evals, batch_size=s.batch_size,
                fixed_context=s.fixed_context, seed=s.seed, progress=progress)
     t_owen = time.perf_counter() - t1
     T = res.node_values.shape[1] if res.node_values.size else len(scorer.tokens)

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import heapq
 import logging
+import sys
+import types
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +31,7 @@ if TYPE_CHECKING:  # annotations only; keeps ``import capshap`` light
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["owen", "OwenResult", "check_params", "Coalition"]
+__all__ = ["owen_values", "OwenResult", "check_params", "Coalition"]
 
 Coalition = tuple[int, ...]
 """A coalition: the tree nodes kept visible, as a tuple of node ids (disjoint regions)."""
@@ -108,7 +111,7 @@ def _checked(out: object, n: int, T: int | None) -> np.ndarray:
     return arr
 
 
-def owen(
+def owen_values(
     tree: Tree,
     evaluate: Callable[[list[Coalition]], np.ndarray],
     *,
@@ -278,3 +281,24 @@ def owen(
         n_calls=n_calls,
         budget_used=eval_count + 2,
     )
+
+
+class _CallableModule(types.ModuleType):
+    """``capshap.owen(...)``, the 0.2 name of :func:`owen_values`, keeps working for one
+    release with a DeprecationWarning (the module is ``capshap.owen``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> OwenResult:
+        warnings.warn("capshap.owen(...) is deprecated and goes in 0.4; use capshap.owen_values(...)",
+                      DeprecationWarning, stacklevel=2)
+        return owen_values(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "owen":  # from capshap.owen import owen (0.2)
+        warnings.warn("capshap.owen.owen is deprecated and goes in 0.4; use capshap.owen_values",
+                      DeprecationWarning, stacklevel=2)
+        return owen_values
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -19,7 +19,7 @@ from capshap.captioners.azure import (
 )
 from capshap.captioners.cache import CaptionCache, cache_key
 from capshap.interfaces import Captioner
-from capshap.scoring.presence import PresenceScorer
+from capshap.scoring.presence import PresenceFactory
 from fake_azure import PALETTE, FakeAzure, expected_caption
 
 KEY = "s3cret-KEY-do-not-leak-7f3a9c"
@@ -94,7 +94,7 @@ def test_empty_caption_list_gives_empty_caption(fake):
 
 
 def test_works_with_presence_scorer(fake):
-    scorer = PresenceScorer(make(fake)).bind("a red square")
+    scorer = PresenceFactory(make(fake)).bind("a red square")
     scores = scorer(np.stack([solid("red"), solid("blue")]))
     np.testing.assert_array_equal(scores, [[1, 1, 1], [1, 0, 1]])
 

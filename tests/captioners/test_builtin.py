@@ -20,7 +20,7 @@ from scipy.special import log_softmax, logsumexp
 from skimage import data as skdata
 
 from capshap.captioners.builtin import BuiltinCaptioner, format_caption, label_scores
-from capshap.scoring.own import OwnHead
+from capshap.scoring.own import OwnHeadFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 TSV = ROOT / "src" / "capshap" / "data" / "imagenet_labels.tsv"
@@ -142,11 +142,11 @@ def test_label_scores_equal_independent_class_logodds(cap, square, ref_logits, f
     captions = BuiltinCaptioner(top_k=3).caption(list(square))
     captions.append("a photo of a great white shark and a crane")  # 2 classes for "crane"
     logits = cap.logits(square)  # the network runs once; each scorer reads its labels from it
-    first = OwnHead(cap).bind(captions[0])
+    first = OwnHeadFactory(cap).bind(captions[0])
     np.testing.assert_array_equal(first(square), first.scores_from_logits(logits))  # the network path
     for caption in captions:
         for kind in ("logodds", "logprob"):
-            scorer = OwnHead(cap, score=kind).bind(caption)
+            scorer = OwnHeadFactory(cap, score=kind).bind(caption)
             got = scorer.scores_from_logits(logits)
             assert got.shape == (4, len(scorer.tokens)) and got.dtype == np.float64
             for t, lab in enumerate(scorer.token_labels):

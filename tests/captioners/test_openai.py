@@ -36,7 +36,7 @@ from capshap.captioners.openai import (
 from capshap.interfaces import OwnHeadCaptioner
 from capshap.registry import SpecError
 from capshap.scoring import build_scorer
-from capshap.scoring.presence import PresenceScorer
+from capshap.scoring.presence import PresenceFactory
 
 KEY = "sk-test-DO-NOT-LEAK-4e1f9a"
 
@@ -175,7 +175,7 @@ def test_a_server_without_prompt_logprobs_falls_back_and_names_the_scorers_that_
     with FakeOpenAI(hf, plp=plp) as s:
         cap = make(s)
         assert type(cap) is OpenAICaptioner and not isinstance(cap, OwnHeadCaptioner)
-        assert isinstance(build_scorer("auto", cap), PresenceScorer)
+        assert isinstance(build_scorer("auto", cap), PresenceFactory)
         with pytest.raises(SpecError, match="presence.*surrogate"):
             build_scorer("own", cap)
         forced = make(s, own_head="yes")

@@ -237,18 +237,18 @@ def _cap(img):
 
 def test_build_scorer_specs():
     cap = FunctionCaptioner(_cap)
-    from capshap.scoring.own import OwnHead
-    from capshap.scoring.presence import PresenceScorer
+    from capshap.scoring.own import OwnHeadFactory
+    from capshap.scoring.presence import PresenceFactory
 
-    assert isinstance(build_scorer("auto", cap), PresenceScorer)  # no language head
-    assert isinstance(build_scorer("presence", cap), PresenceScorer)
+    assert isinstance(build_scorer("auto", cap), PresenceFactory)  # no language head
+    assert isinstance(build_scorer("presence", cap), PresenceFactory)
     with pytest.raises(SpecError, match=r"--scorer own: .*no language head.*presence"):
         build_scorer("own", cap)
     with pytest.raises(SpecError, match="--scorer magic: unknown scorer"):
         build_scorer("magic", cap)
     builtin = build_captioner("builtin:2")
     assert builtin.top_k == 2
-    assert isinstance(build_scorer("auto", builtin), OwnHead)
+    assert isinstance(build_scorer("auto", builtin), OwnHeadFactory)
 
 
 def test_build_captioner_errors(monkeypatch):
@@ -345,17 +345,17 @@ def test_hf_and_surrogate_specs(tmp_path):
     finally:
         sys.path.pop(0)
     from capshap.captioners.hf import HFCaptioner
-    from capshap.scoring.own import OwnHead
+    from capshap.scoring.own import OwnHeadFactory
     from capshap.captioners.cache import CachingCaptioner
-    from capshap.scoring.surrogate import SurrogateScorer
+    from capshap.scoring.surrogate import SurrogateFactory
 
     cap = build_captioner(f"hf:{tm.vit_gpt2_dir()}", None, device="cpu")
     assert isinstance(cap, HFCaptioner)
-    assert isinstance(build_scorer("auto", cap), OwnHead)
+    assert isinstance(build_scorer("auto", cap), OwnHeadFactory)
     cached = build_captioner(f"hf:{tm.vit_gpt2_dir()}", None, device="cpu", cache_dir=tmp_path)
-    assert isinstance(cached, CachingCaptioner) and isinstance(build_scorer("own", cached), OwnHead)
+    assert isinstance(cached, CachingCaptioner) and isinstance(build_scorer("own", cached), OwnHeadFactory)
     sur = build_scorer(f"surrogate:{tm.bart_dir()}", cap, None, device="cpu")
-    assert isinstance(sur, SurrogateScorer)
+    assert isinstance(sur, SurrogateFactory)
     with pytest.raises(SpecError, match="--captioner hf:"):
         build_captioner(f"hf:{tmp_path / 'no_model_here'}")
 

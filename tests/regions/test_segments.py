@@ -9,7 +9,8 @@ import pytest
 import skimage.data
 
 from capshap.regions import segments as seg_mod
-from capshap.regions.segments import from_labels, from_masks, segments
+from capshap.regions.segments import from_labels, from_masks
+from capshap.regions.segments import superpixel_tree as segments
 
 CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=np.uint8)
 

@@ -13,7 +13,8 @@ from PIL import Image
 from capshap import Explanation, FunctionScorer, explain_image
 from capshap.masking import Masker
 from capshap.regions.tree import Tree
-from capshap.regions.segments import from_labels, from_masks, segments
+from capshap.regions.segments import from_labels, from_masks
+from capshap.regions.segments import superpixel_tree as segments
 
 
 # -- inputs -----------------------------------------------------------------------------

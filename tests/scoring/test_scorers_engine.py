@@ -16,7 +16,7 @@ def test_own_head_explanation_sums_to_score_gap(kind):
     cap = HFCaptioner(folder, device="cpu", generate_kwargs={"max_new_tokens": 6, "min_new_tokens": 3})
     image = tiny.images(1, size=40, seed=3)[0]
     caption = cap.caption([image])[0]
-    scorer = capshap.OwnHead(cap).bind(caption)
+    scorer = capshap.OwnHeadFactory(cap).bind(caption)
     exp = explain_image(image, scorer, mask="blur(5,5)", max_evals=40, batch_size=20)
     # the two ends scored independently of the engine
     full = scorer.score(image[None])[0]
@@ -29,7 +29,7 @@ def test_own_head_explanation_sums_to_score_gap(kind):
 
 
 def test_surrogate_explanation_logs_captions():
-    from capshap.scoring.surrogate import SurrogateScorer
+    from capshap.scoring.surrogate import SurrogateFactory
 
     names = ["a dog running on the grass", "a cat sitting on top of a laptop", "a red car parked on the street"]
 
@@ -37,7 +37,7 @@ def test_surrogate_explanation_logs_captions():
         return names[int(img.mean()) % 3]
 
     image = tiny.images(1, size=32, seed=1)[0]
-    factory = SurrogateScorer(captioner, tiny.bart_dir(), tiny.bart_dir(), device="cpu")
+    factory = SurrogateFactory(captioner, tiny.bart_dir(), tiny.bart_dir(), device="cpu")
     scorer = factory.bind(captioner(image))
     exp = explain_image(image, scorer, mask="inpaint_telea", max_evals=30, batch_size=10)
     assert exp.captions is not None and len(exp.captions) == exp.n_evals

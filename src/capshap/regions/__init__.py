@@ -100,9 +100,9 @@ def make_tree(spec: TreeSpec, image: np.ndarray, *, channels: bool = False, n_se
         if s == "axis":
             return axis_aligned(H, W, channels=channels)
         if s in SEGMENT_METHODS:
-            from capshap.regions.segments import segments
+            from capshap.regions.segments import superpixel_tree
 
-            return segments(image, method=s, n_segments=n_segments)
+            return superpixel_tree(image, method=s, n_segments=n_segments)
         raise ValueError(f"unknown tree {spec!r}; use axis, {', '.join(SEGMENT_METHODS)}, a label map or masks")
     from capshap.regions.segments import from_labels, from_masks
 

@@ -73,7 +73,7 @@ import numpy as np
 from capshap.jsonable import jsonable
 from capshap.regions.tree import Tree
 
-__all__ = ["segments", "from_labels", "from_masks", "oversegment", "METHODS"]
+__all__ = ["superpixel_tree", "from_labels", "from_masks", "oversegment", "METHODS"]
 
 logger = logging.getLogger(__name__)
 
@@ -417,7 +417,7 @@ def _check_n(n_segments: Any) -> int:
     return int(n_segments)
 
 
-def segments(
+def superpixel_tree(
     image: np.ndarray,
     method: str = "slic",
     n_segments: int = 64,
@@ -586,3 +586,13 @@ def from_masks(
     w = _weights(colour_weight, texture_weight, shape_weight, balance)
     params = dict(source="masks", n_masks=len(ms), dropped_masks=dropped, n_background=int(n_bg))
     return _build(leaf, K, im, w, kind="masks", params=params)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "segments":  # the 0.2 name, kept for one release
+        import warnings
+
+        warnings.warn("capshap.segments is deprecated and goes in 0.4; use capshap.superpixel_tree",
+                      DeprecationWarning, stacklevel=2)
+        return superpixel_tree
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

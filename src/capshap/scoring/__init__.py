@@ -14,8 +14,8 @@ from typing import Any
 
 from capshap.interfaces import Captioner, Scorer, ScorerFactory
 from capshap.registry import Registry, SpecError
-from capshap.scoring.own import OwnHead, has_own_head
-from capshap.scoring.presence import PresenceScorer
+from capshap.scoring.own import OwnHeadFactory, has_own_head
+from capshap.scoring.presence import PresenceFactory
 
 __all__ = ["SCORERS", "DEFAULT_SURROGATE", "build_scorer", "bind_scorer", "scorer_options"]
 
@@ -37,9 +37,9 @@ def _name(captioner: Any) -> str:
 def _auto(arg: str, options: dict[str, Any], context: Mapping[str, Any]) -> Any:
     cap = context["captioner"]
     if has_own_head(cap):
-        return OwnHead(cap, **options)
+        return OwnHeadFactory(cap, **options)
     logger.info("captioner %s has no language head: scoring by word presence", _name(cap))
-    return PresenceScorer(cap)
+    return PresenceFactory(cap)
 
 
 @SCORERS.register("own", help="own, teacher-force the captioner's own language head (builtin, hf)", options=_OWN_OPTIONS)
@@ -51,20 +51,20 @@ def _own(arg: str, options: dict[str, Any], context: Mapping[str, Any]) -> Any:
             f"the captioner {_name(cap)} has no language head to score with; "
             "use --scorer presence or --scorer surrogate:LM_ID_OR_PATH",
         )
-    return OwnHead(cap, **options)
+    return OwnHeadFactory(cap, **options)
 
 
 @SCORERS.register("presence", help="presence, 1/0 per word by whether the masked image's caption has it")
 def _presence(arg: str, options: dict[str, Any], context: Mapping[str, Any]) -> Any:
-    return PresenceScorer(context["captioner"])
+    return PresenceFactory(context["captioner"])
 
 
 @SCORERS.register("surrogate", help="surrogate:LM_ID_OR_PATH, a language model scores the caption given the "
                   "masked image's caption (the SHAP notebook's method)", options=("score",))
 def _surrogate(arg: str, options: dict[str, Any], context: Mapping[str, Any]) -> Any:
-    from capshap.scoring.surrogate import SurrogateScorer
+    from capshap.scoring.surrogate import SurrogateFactory
 
-    return SurrogateScorer(context["captioner"], arg or DEFAULT_SURROGATE, device=context.get("device"), **options)
+    return SurrogateFactory(context["captioner"], arg or DEFAULT_SURROGATE, device=context.get("device"), **options)
 
 
 def build_scorer(

@@ -6,7 +6,7 @@ from typing import Any
 
 from capshap.interfaces import Captioner, OwnHeadCaptioner, Scorer
 
-__all__ = ["OwnHead", "has_own_head"]
+__all__ = ["OwnHeadFactory", "has_own_head"]
 
 
 def has_own_head(captioner: Any) -> bool:
@@ -14,10 +14,10 @@ def has_own_head(captioner: Any) -> bool:
     return isinstance(captioner, OwnHeadCaptioner)
 
 
-class OwnHead:
+class OwnHeadFactory:
     """Factory for white-box scoring with the captioner's own language head.
 
-    ``OwnHead(captioner, **options).bind(caption)`` calls ``captioner.own_scorer(caption,
+    ``OwnHeadFactory(captioner, **options).bind(caption)`` calls ``captioner.own_scorer(caption,
     **options)``; captioners that can teacher-force their decoder implement that method
     (builtin, Hugging Face models, OpenAI-compatible servers with prompt log-probabilities).
     options: ``score`` ("logodds" or "logprob"), ``merge_words`` (bool).
@@ -28,7 +28,7 @@ class OwnHead:
             raise TypeError(
                 f"captioner {getattr(captioner, 'name', type(captioner).__name__)!r} has no "
                 "language head to score with (no own_scorer method); use a surrogate scorer "
-                "(SurrogateScorer) or the model-free PresenceScorer instead"
+                "(SurrogateFactory) or the model-free PresenceFactory instead"
             )
         if "score" in options:  # checked now, not once per image at bind time
             from capshap.scoring.logodds import check_score

@@ -9,13 +9,13 @@ import numpy as np
 from capshap.interfaces import Captioner, Scorer, as_captioner
 from capshap.text import words
 
-__all__ = ["PresenceScorer"]
+__all__ = ["PresenceFactory"]
 
 
-class PresenceScorer:
+class PresenceFactory:
     """Model-free scoring: 1 where a word of the original caption appears in the masked
     image's caption, 0 where it does not. Needs no language model, so it suits cloud
-    captioners used offline. ``PresenceScorer(captioner).bind(caption)`` gives the scorer.
+    captioners used offline. ``PresenceFactory(captioner).bind(caption)`` gives the scorer.
     """
 
     def __init__(self, captioner: Any):

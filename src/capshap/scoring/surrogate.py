@@ -38,7 +38,7 @@ from capshap.captioners.hf import TokenLayout, load_pretrained, resolve_device
 from capshap.interfaces import Captioner, Scorer, as_captioner
 from capshap.scoring.logodds import check_score, token_scores_torch
 
-__all__ = ["SurrogateScorer", "SurrogateBound", "boundary_tokens"]
+__all__ = ["SurrogateFactory", "SurrogateBound", "boundary_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def boundary_tokens(tokenizer: Any) -> tuple[int, int]:
     return len(null) // 2, len(null) // 2
 
 
-class SurrogateScorer:
-    """Factory for surrogate scoring: ``SurrogateScorer(captioner, lm, tokenizer).bind(caption)``.
+class SurrogateFactory:
+    """Factory for surrogate scoring: ``SurrogateFactory(captioner, lm, tokenizer).bind(caption)``.
 
     Parameters
     ----------
@@ -231,14 +231,14 @@ class SurrogateScorer:
 
 
 class SurrogateBound(Scorer):
-    """A surrogate scorer bound to one caption (from :meth:`SurrogateScorer.bind`).
+    """A surrogate scorer bound to one caption (from :meth:`SurrogateFactory.bind`).
 
     ``score_with_captions(images)``: images (N, H, W, 3) uint8 -> ((N, T) float64, the N
     masked captions). Distinct captions not seen before for this caption are scored in
     batches; the rest come from the cache.
     """
 
-    def __init__(self, factory: SurrogateScorer, caption: str):
+    def __init__(self, factory: SurrogateFactory, caption: str):
         self.factory = factory
         self.caption = caption
         self.token_ids = factory.target_ids(caption)

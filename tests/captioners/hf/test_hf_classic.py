@@ -20,7 +20,7 @@ import tiny_models as tm  # noqa: E402
 from capshap.captioners.hf import HFCaptioner, ModelLoadError, OwnHeadScorer, resolve_device  # noqa: E402
 from capshap.scoring.logodds import SCORE_CAP, log1mexp, token_scores_torch  # noqa: E402
 from logodds_reference import logodds_from_logprob, token_logodds, token_logprob  # noqa: E402
-from capshap.scoring.own import OwnHead  # noqa: E402
+from capshap.scoring.own import OwnHeadFactory  # noqa: E402
 
 KINDS = {"vit-gpt2": tm.vit_gpt2_dir, "blip": tm.blip_dir, "git": tm.git_dir}
 EXPECTED_KIND = {"vit-gpt2": "encoder-decoder", "blip": "blip", "git": "git"}
@@ -187,8 +187,8 @@ def test_own_head_logprob_equals_the_models_greedy_generation(kind, prompt, forc
     got = scorer.score(image[None])
     assert got.shape == (1, len(keep)) and got.dtype == np.float64
     np.testing.assert_allclose(got[0], ref_lp[keep], atol=2e-5)
-    # log-odds of the same tokens, through the OwnHead factory
-    lo = OwnHead(cap).bind(caption).score(image[None])
+    # log-odds of the same tokens, through the OwnHeadFactory factory
+    lo = OwnHeadFactory(cap).bind(caption).score(image[None])
     np.testing.assert_allclose(lo[0], got[0] - log1mexp(got[0]), atol=1e-6)
 
 

@@ -193,7 +193,7 @@ def test_in_flight_explain_equals_serial_and_stacks_model_calls(family, caplog):
     caplog.set_level(logging.ERROR)
     cap = captioner(family, batch_size=16)
     arrays = list(tm.images(3, size=24, seed=10))
-    kw = dict(scorer=capshap.OwnHead(cap), max_evals=30, batch_size=6, mask="128", progress=False)
+    kw = dict(scorer=capshap.OwnHeadFactory(cap), max_evals=30, batch_size=6, mask="128", progress=False)
     fw = Forwards(cap.model)
     try:
         serial = capshap.explain(arrays, captioner=_Captions(arrays, 1), runner="serial", **kw)
@@ -222,7 +222,7 @@ def test_contrast_scorers_stack_both_captions(family, imgs, caplog):
 
     caplog.set_level(logging.ERROR)
     cap = captioner(family, batch_size=8)
-    factory = ContrastScorer(capshap.OwnHead(cap, score="logprob"), TEXTS[1])
+    factory = ContrastScorer(capshap.OwnHeadFactory(cap, score="logprob"), TEXTS[1])
     a, c = factory.bind(TEXTS[0]), factory.bind(TEXTS[2])
     assert a.stack_key is not None and a.stack_key == c.stack_key
     requests = [(a, imgs[:3]), (c, imgs[3:5])]

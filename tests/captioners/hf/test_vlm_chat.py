@@ -106,7 +106,7 @@ def test_own_head_logprob_equals_the_generation_scores(family, imgs):
         got = scorer.score(image[None])
         assert got.shape == (1, len(keep)) and got.dtype == np.float64
         np.testing.assert_allclose(got[0], ref[keep], rtol=1e-5, atol=1e-5)  # float32 cache vs one pass
-        lo = capshap.OwnHead(cap).bind(caption).score(image[None])  # log-odds of the same tokens
+        lo = capshap.OwnHeadFactory(cap).bind(caption).score(image[None])  # log-odds of the same tokens
         np.testing.assert_allclose(lo[0], got[0] - log1mexp(got[0]), atol=1e-5)
         checked += len(keep)
     assert checked >= 8

@@ -13,7 +13,7 @@ the config's ``model_type``) knows the family's processor and prompt layout:
   PaliGemma (``google/paligemma-3b-mix-224``): the caption is the assistant's answer to a
   prompt ("Describe this image in one sentence.", PaliGemma's "caption en").
 
-``HFCaptioner.own_scorer(caption)`` (used by ``OwnHead(captioner).bind(caption)``) returns an
+``HFCaptioner.own_scorer(caption)`` (used by ``OwnHeadFactory(captioner).bind(caption)``) returns an
 :class:`OwnHeadScorer`: the model is teacher-forced on the caption as its answer, one
 forward pass per batch of masked images, and each answer token gets its log-odds
 log p - log(1 - p) (or log p with ``score="logprob"``) given the masked image. Own-head

@@ -112,7 +112,7 @@ class HFCaptioner(Captioner):
                 self.model_id,
                 "image captioning model",
                 hint="HFCaptioner loads image-to-text and chat vision-language models; "
-                "a text-only language model belongs in SurrogateScorer(captioner, lm, tokenizer).",
+                "a text-only language model belongs in SurrogateFactory(captioner, lm, tokenizer).",
                 dtype=self.dtype,
                 **load_kwargs,
             )

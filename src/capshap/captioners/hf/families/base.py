@@ -79,7 +79,7 @@ def adapter_for(model_type: str, name: str) -> type["FamilyAdapter"]:
         f"{name!r} is a model of type {model_type!r} (its config's model_type), which is not a family "
         f"HFCaptioner supports. HFCaptioner loads image-to-text and chat vision-language models of "
         f"these families (model_type values in brackets): {fams}. A text-only language model belongs in "
-        "SurrogateScorer(captioner, lm, tokenizer); a new family needs an adapter in "
+        "SurrogateFactory(captioner, lm, tokenizer); a new family needs an adapter in "
         "capshap/captioners/hf/families/."
     )
 
