@@ -305,6 +305,9 @@ def _named_parser(name: str, factory: Callable[[str | None], FillKind]) -> Calla
     return parse
 
 
+# Fills have a registry of their own kind, not capshap.registry.Registry: their specs are not
+# "name:argument" but calls and bare values ("blur(16,16)", "128", "255,0,0"), so each entry
+# parses the spec itself (see FillRegistry.parse); registering one is still one call.
 FILLS = FillRegistry()
 """The fill registry: ``FILLS.register(name, factory, help=...)`` adds one."""
 

@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from capshap.registry import Registry
+
 __all__ = [
     "FamilyAdapter",
     "pad_rows",
@@ -36,11 +38,14 @@ __all__ = [
     "supported_families",
     "as_id_set",
     "size_of",
+    "FAMILIES",
 ]
 
 logger = logging.getLogger("capshap.captioners.hf")
 
-_REGISTRY: dict[str, type["FamilyAdapter"]] = {}
+#: model_type -> adapter class: the same registry mechanism as captioners, scorers, trees
+#: and runners (an entry per family, its other model types as aliases).
+FAMILIES: Registry[type["FamilyAdapter"]] = Registry("model family", "--captioner")
 
 
 class UnsupportedFamilyError(ValueError):
@@ -52,9 +57,10 @@ def register(*model_types: str) -> Callable[[type["FamilyAdapter"]], type["Famil
 
     def deco(cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
         for mt in model_types:
-            if mt in _REGISTRY and _REGISTRY[mt] is not cls:
-                raise ValueError(f"model_type {mt!r} is already handled by {_REGISTRY[mt].__name__}")
-            _REGISTRY[mt] = cls
+            if mt in FAMILIES and FAMILIES.get(mt).factory is not cls:
+                raise ValueError(f"model_type {mt!r} is already handled by {FAMILIES.get(mt).factory.__name__}")
+        if model_types[0] not in FAMILIES:
+            FAMILIES.register(model_types[0], cls, help=cls.name, aliases=tuple(model_types[1:]))
         cls.model_types = tuple(model_types)
         return cls
 
@@ -63,17 +69,14 @@ def register(*model_types: str) -> Callable[[type["FamilyAdapter"]], type["Famil
 
 def supported_families() -> dict[str, tuple[str, ...]]:
     """Family name -> the config ``model_type`` values it handles."""
-    out: dict[str, tuple[str, ...]] = {}
-    for cls in _REGISTRY.values():
-        out[cls.name] = cls.model_types
-    return out
+    return {entry.factory.name: entry.factory.model_types for entry in FAMILIES}
 
 
 def adapter_for(model_type: str, name: str) -> type["FamilyAdapter"]:
     """The adapter class for a config's ``model_type``; ``name`` (the model id) is only for
     the error, which names the model type and every supported family."""
-    if model_type in _REGISTRY:
-        return _REGISTRY[model_type]
+    if model_type in FAMILIES:
+        return FAMILIES.get(model_type).factory
     fams = "; ".join(f"{fam} ({', '.join(types)})" for fam, types in sorted(supported_families().items()))
     raise UnsupportedFamilyError(
         f"{name!r} is a model of type {model_type!r} (its config's model_type), which is not a family "
