@@ -201,11 +201,12 @@ class Settings:
     contradicted_below: float = -0.5
 
     def __post_init__(self) -> None:
-        # deeply immutable: dicts become FrozenMaps, lists tuples (hashable, read-only)
+        # deeply immutable: dicts become FrozenMaps, their lists tuples (hashable, read-only);
+        # a value of the wrong type is left as it is, for validate() to name
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, (Mapping, list)) and not isinstance(value, FrozenMap):
-                object.__setattr__(self, f.name, freeze(value))
+            if isinstance(value, Mapping) and not isinstance(value, FrozenMap):
+                object.__setattr__(self, f.name, FrozenMap(value))
 
     # ------------------------------------------------------------------ validation
 
