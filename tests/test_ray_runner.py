@@ -146,3 +146,23 @@ def test_keys_travel_by_environment_never_pickled(monkeypatch):
     monkeypatch.setenv("AZURE_VISION_ENDPOINT", "https://example.invalid")
     spec_parts = prepare(SETTINGS.replace(captioner="azure", scorer="presence"))
     assert key.encode() not in ray.cloudpickle.dumps(recipe_of(spec_parts.plan))
+
+
+def test_the_driver_builds_no_model_and_a_bad_caption_fails_before_any_image(local_ray, monkeypatch):
+    import capshap.captioners as captioners
+    from capshap.job import Plan, Prepared
+    from capshap.runners import runner_for
+    from capshap.settings import SettingError
+
+    def no_model_here(*a, **k):  # the driver process: any captioner built here fails the run
+        raise AssertionError("the Ray driver built a captioner")
+
+    monkeypatch.setattr(captioners, "build_captioner", no_model_here)
+    s = SETTINGS.replace(runner="ray", workers=1, in_flight=2)
+    outs = list(runner_for("ray")(Prepared(Plan.of(s)), _images(2), n_images=2))
+    assert len(outs) == 2 and all(o.ok for o in outs), [o.error for o in outs]  # built on the workers
+    # the caption check runs where the scorer is built (a worker), before any image goes out
+    bad = s.replace(caption="a bird on a wire")
+    with pytest.raises(SettingError, match="caption") as e:
+        list(runner_for("ray")(Prepared(Plan.of(bad)), _images(2), n_images=2))
+    assert "\n" not in str(e.value)
