@@ -18,7 +18,6 @@ Blocks are the fenced ``` blocks. How each is run:
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil

@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 import pytest
-from metrics_helpers import CAT, CAT_BOX, Counting, custom_exp, image
+from metrics_helpers import CAT, CAT_BOX, Counting, custom_exp
 
 from capshap import FunctionScorer
 from capshap.captioners import CAPTIONERS
