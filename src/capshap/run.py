@@ -289,6 +289,7 @@ def explain_image(
     masker: MaskerLike | None = None,
     settings: Settings | None = None,
     render_size: tuple[int, int] | None = None,
+    tolerance: float = 0.0,
 ) -> Explanation:
     """Explain the caption a bound ``scorer`` holds on one image.
 
@@ -308,13 +309,15 @@ def explain_image(
     render_size : (h, w), optional
         Render masked images at this size (the captioner's input size) instead of the
         image's; the tree and the values stay at full size. None: full size (shap parity).
+    tolerance : float
+        Adaptive budget (see :func:`capshap.owen.owen`); ``max_evals`` is then the cap.
 
     Returns
     -------
     Explanation
         values (H, W, T) float32, or (H, W, 3, T) with ``channels=True`` on the axis tree.
     """
-    check_params(max_evals, batch_size, fixed_context)
+    check_params(max_evals, batch_size, fixed_context, tolerance)
     image = _images.to_rgb_uint8(image)
     t0 = time.perf_counter()
     if masker is not None:
@@ -353,6 +356,7 @@ def explain_image(
         fixed_context=fixed_context,
         seed=seed,
         progress=progress,
+        tolerance=tolerance,
     )
     t_owen = time.perf_counter() - t1
     T = res.node_values.shape[1] if res.node_values.size else len(scorer.tokens)
@@ -368,6 +372,7 @@ def explain_image(
         "max_evals": int(max_evals),
         "batch_size": int(batch_size),
         "fixed_context": fixed_context,
+        "tolerance": float(tolerance),
         "mask": "background image" if isinstance(fill_name, np.ndarray) else (
             fill_name if isinstance(fill_name, (str, int, float)) else _fill_text(fill_name)),
         "tree": region_tree.kind,
@@ -383,7 +388,7 @@ def explain_image(
             mask="image" if isinstance(fill_name, np.ndarray) else (
                 fill_name if isinstance(fill_name, str) else _fill_text(fill_name)),
             max_evals=int(max_evals), batch_size=int(batch_size), fixed_context=fixed_context, seed=seed,
-            tree=tree if isinstance(tree, str) else "custom", n_segments=int(n_segments), channels=bool(channels),
+            tolerance=float(tolerance), tree=tree if isinstance(tree, str) else "custom", n_segments=int(n_segments), channels=bool(channels),
         )
     return Explanation(
         values=values,
@@ -409,7 +414,7 @@ def explain_image(
             "engine": t_owen - timing["mask"] - timing["model"],
             "total": total,
         },
-        info={"n_calls": res.n_calls, "budget_used": res.budget_used, "n_evals": res.n_evals},
+        info={"n_calls": res.n_calls, "budget_used": res.budget_used, "n_evals": res.n_evals, "stopped": res.stopped},
     )
 
 
@@ -481,6 +486,7 @@ def explain_input(
             n_segments=s.n_segments, seed=s.seed, name=item.name, masker=parts.masker, settings=s,
             progress=bars.advance if bars is not None else None,
             render_size=render_shape(item.array.shape, s.render_size, parts.captioner),
+            tolerance=s.tolerance,
         )
     except KeyboardInterrupt:
         raise

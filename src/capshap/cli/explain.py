@@ -38,6 +38,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             scorer_options=parse_options(args.scorer_opt, "--scorer-opt"),
             mask=args.mask,
             max_evals=args.max_evals,
+            tolerance=args.tolerance,
             batch_size=args.batch_size,
             fixed_context=args.fixed_context,
             seed=args.seed,

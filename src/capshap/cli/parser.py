@@ -173,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "log p(TEXT), whole captions, teacher-forced (own-head and surrogate scorers)")
     e.add_argument("--mask", default="inpaint_ns", metavar="FILL", help="how hidden regions are filled: " + fill_help().replace(", or a background image array", ""))
     e.add_argument("--max-evals", type=_positive_int("--max-evals", 2), default=300, metavar="N",
-                   help="model evaluations per image (the budget)")
+                   help="model evaluations per image (the budget; with --tolerance, the cap)")
+    e.add_argument("--tolerance", type=_finite_positive("--tolerance"), default=0.0, metavar="F",
+                   help="adaptive budget: stop once what is left to expand cannot change any word's credit "
+                   "by more than F times the largest word total, e.g. 0.02 (default 0: spend all of --max-evals)")
     e.add_argument("--batch-size", type=_positive_int("--batch-size"), default=50, metavar="N",
                    help="masked images per model call")
     e.add_argument("--fixed-context", type=_fixed_context, default=None, metavar="none|0|1",
