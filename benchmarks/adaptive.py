@@ -130,17 +130,21 @@ def load_images(args):
     from photos import NAMES, _raw
 
     examples = sorted(glob.glob(os.path.join(ROOT, "examples", "*.jpg")))[: args.examples]
+    ex = [(os.path.basename(p), p, args.sizes) for p in examples]
+    ph = [(n, n, args.sizes) for n in NAMES[: args.photos]]
+    ho = [(n, n, args.holdout_sizes or args.sizes) for n in HOLDOUT[: args.holdout]]
+    # interleaved (an example, a photo at every size, a hold-out image, the next example, ...)
+    # so that a run cut short still covers every kind of image and size
+    order = []
+    for i in range(max(len(ex), len(ph), len(ho))):
+        order += [("main", *ex[i])] if i < len(ex) else []
+        order += [("main", *ph[i])] if i < len(ph) else []
+        order += [("holdout", *ho[i])] if i < len(ho) else []
     out, seen = [], set()
-    hsizes = args.holdout_sizes or args.sizes
-    plan = [(size, g) for size in args.sizes for g in ("main", "holdout") if g == "main" or size in hsizes]
-    plan += [(size, "holdout") for size in hsizes if size not in args.sizes]
-    for size, group in plan:
-        if group == "main":
-            items = [(os.path.basename(p), p) for p in examples] + [(n, _raw(n)) for n in NAMES[: args.photos]]
-        else:
-            items = [(n, _holdout(n)) for n in HOLDOUT[: args.holdout]]
-        for name, src in items:
-            img = capshap.load_image(src, max_side=size, name=name)
+    for group, name, src, sizes in order:
+        raw = src if group == "main" and name.endswith(".jpg") else (_raw(src) if group == "main" else _holdout(src))
+        for size in sizes:
+            img = capshap.load_image(raw, max_side=size, name=name)
             key = (name, img.shape)
             if key in seen:  # e.g. a 224 px example at --sizes 500: the same image again
                 logger.info("%s is %dx%d at max side %d too; counted once", name, img.shape[1], img.shape[0], size)
@@ -340,6 +344,8 @@ def parse_args(argv):
     ap.add_argument("--random-orders", type=int, default=3)
     ap.add_argument("--device", default=None, help="torch device of the captioner (default: CPU)")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write every row and summary here")
+    ap.add_argument("--resume", default=None, metavar="PATH",
+                    help="a --json file of a cut-short run with the same settings: keep its rows, skip its images")
     ap.add_argument("--from-json", default=None, metavar="PATH",
                     help="print the tables of a (possibly partial) --json file and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="log each image's time to stderr")
@@ -375,7 +381,13 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     images = load_images(args)
     rows = []
+    if args.resume:  # rows of a cut-short run with the same settings: those images are done
+        with open(args.resume) as f:
+            rows = [r for r in json.load(f)["rows"]]
+    done = {(r["image"], r["size"]) for r in rows}
     for group, name, img in images:
+        if (name, f"{img.shape[1]}x{img.shape[0]}") in done:
+            continue
         new = measure(group, name, img, cap, args)
         rows += new
         print(f"{name} {new[0]['size']} ({group}): {new[0]['caption']!r}; " + ", ".join(
