@@ -32,7 +32,10 @@ that were not looked at while choosing the tolerances. The goal line says whethe
 tolerance reaches fixed 300's median correlation and top-10 % overlap with at most half its
 median calls.
 
-    python benchmarks/adaptive.py                                   # the full run (about an hour on 2 cores)
+    python benchmarks/adaptive.py                                   # everything: 28 images, hours on a busy 2-core CPU
+    python benchmarks/adaptive.py --reference 2000 --budgets 50 100 150 200 300 \
+        --tolerances 0.1 0.05 0.03 0.02 0.01 0.005 --steps 8 --random-orders 2 --holdout-sizes 224 \
+        --json adaptive.json                                        # the run in the README (cut short: --resume)
     python benchmarks/adaptive.py --examples 2 --photos 0 --holdout 0 --sizes 224 --reference 1000
     python benchmarks/adaptive.py --tiny                            # seconds: the test suite's smoke run
 
@@ -320,6 +323,36 @@ def goal(summary, against="fixed 300"):
     return lines
 
 
+def equal_error(rows, labels):
+    """Per tolerance, image by image: the fixed budget that reaches the same correlation
+    (interpolated between the fixed budgets, on their running best), and the median ratio
+    of the adaptive calls to it. Images whose adaptive correlation lies outside the fixed
+    budgets' range are counted apart."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["image"], r["size"]), {})[r["setting"]] = r
+    fixed = [lb for lb in labels if lb.startswith("fixed")]
+    lines = []
+    for lb in labels:
+        if not lb.startswith("tol"):
+            continue
+        ratios, below, above = [], 0, 0
+        for s in by.values():
+            calls = np.array([s[f]["calls"] for f in fixed], float)
+            best = np.maximum.accumulate([s[f]["corr"] for f in fixed])
+            c = s[lb]["corr"]
+            if c < best[0]:
+                below += 1
+            elif c > best[-1]:
+                above += 1
+            else:
+                ratios.append(s[lb]["calls"] / float(np.interp(c, best, calls)))
+        med = f"{statistics.median(ratios):.2f}" if ratios else "nan"
+        lines.append(f"equal error {lb}: median adaptive calls / fixed calls at the same correlation {med} "
+                     f"over {len(ratios)} images ({below} below {fixed[0]}'s correlation, {above} above {fixed[-1]}'s)")
+    return lines
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -415,6 +448,9 @@ def report(rows, labels, budgets):
         print_curve(summary)
         print()
         for line in goal(summary, f"fixed {max(budgets)}"):
+            print(line)
+        print()
+        for line in equal_error(rs, labels):
             print(line)
 
 
