@@ -29,6 +29,7 @@ PARALLEL = 2
 
 #: script -> its tiny command line (arguments after the script's path)
 ROWS: dict[str, list[str]] = {
+    "adaptive.py": ["--tiny"],
     "bad_inputs.py": [],
     "bad_runs.py": ["-k", "tree hexagons"],
     "crop_inpaint.py": ["--photos", "1", "--max-side", "64", "--coalitions", "10", "--margins", "0", "8"],
@@ -55,10 +56,7 @@ HELPERS = {
 
 #: scripts that land from other branches at the same time: once one is in benchmarks/,
 #: its row moves into ROWS (check the command line) and out of here
-PENDING: dict[str, list[str]] = {
-    "adaptive.py": ["--images", "examples/2.jpg", "--max-side", "48", "--reference-evals", "40",
-                    "--budgets", "10", "20", "--tolerances", "0.1"],
-}
+PENDING: dict[str, list[str]] = {}
 
 
 def _env() -> dict[str, str]:

@@ -379,6 +379,7 @@ def params_of(settings: Settings, *, tree: Any, masker: Any, scorer: str, facts:
     render = getattr(masker, "render_size", None)
     return {
         "max_evals": int(settings.max_evals),
+        "tolerance": float(settings.tolerance),
         "batch_size": int(settings.batch_size),
         "fixed_context": settings.fixed_context,
         "mask": "background image" if isinstance(fill, np.ndarray) else (
@@ -474,7 +475,7 @@ def explain_array(
 
     t1 = time.perf_counter()
     res = owen_values(region_tree, evaluate, max_evals=s.max_evals, batch_size=s.batch_size,
-               fixed_context=s.fixed_context, seed=s.seed, progress=progress)
+                      fixed_context=s.fixed_context, seed=s.seed, progress=progress, tolerance=s.tolerance)
     t_owen = time.perf_counter() - t1
     T = res.node_values.shape[1] if res.node_values.size else len(scorer.tokens)
     if T != len(scorer.tokens):
@@ -510,7 +511,8 @@ def explain_array(
             "engine": t_owen - timing["mask"] - timing["model"],
             "total": total,
         },
-        info={"n_calls": res.n_calls, "budget_used": res.budget_used, "n_evals": res.n_evals},
+        info={"n_calls": res.n_calls, "budget_used": res.budget_used, "n_evals": res.n_evals,
+              "stopped": res.stopped},
     )
 
 

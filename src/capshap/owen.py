@@ -11,6 +11,23 @@ Given the same tree, batch size and budget, and a model without priority ties, t
 equal ``shap.PartitionExplainer``'s (the expansion order, batching, budget accounting and
 arithmetic are the same); ties are broken by a private, seeded random stream instead of
 numpy's global one.
+
+Adaptive budget (``tolerance > 0``). A queued split's priority is shap's: the largest
+change, over the words, that the split's node makes in its context, times its Owen weight.
+Left unsplit, the node keeps that change as one uniform credit; splitting it can only
+redistribute it among the node's parts. So once the largest priority left in the queue is
+below ``tolerance`` times the largest word total (``max_t |f(image)_t - f(all masked)_t|``),
+no split left can move more than that fraction of a word's credit within its node, and the
+expansion stops, ``max_evals`` being the cap. The check is made before every expansion,
+so a batch is cut short rather than filled with splits below the line; the splits that
+batch queues are checked in turn (a part can change more than its whole), so the run
+ends only when everything left is below the line. Priorities are maxima over words, so a
+word with no credit (a template word that scores a constant) never makes the engine
+expand; the line is relative to the largest word, so a word with little credit cannot
+make it spend budget either. The order of expansion is the fixed budget's: the calls
+are the fixed run's up to the first one the line cuts short (with one split per call, an
+adaptive run is exactly the fixed run with the budget it used), and with
+``tolerance=0`` (the default) the values are the fixed budget's bit for bit.
 """
 
 from __future__ import annotations
@@ -60,6 +77,13 @@ class OwenResult:
         Number of calls of the model function.
     budget_used : int
         Evaluations counted against max_evals, as shap counts them.
+    stopped : str
+        Why the expansion stopped: ``"budget"`` (max_evals reached), ``"tolerance"`` (the
+        largest priority left fell below the tolerance line) or ``"complete"`` (every
+        node split down to the leaves).
+    priority_left : float
+        The largest priority left unexpanded when it stopped (0.0 when complete), in
+        score units.
     """
 
     nodes: np.ndarray
@@ -70,6 +94,8 @@ class OwenResult:
     scores: np.ndarray
     n_calls: int
     budget_used: int
+    stopped: str = "complete"
+    priority_left: float = 0.0
 
     @property
     def n_evals(self) -> int:
@@ -77,7 +103,7 @@ class OwenResult:
         return len(self.coalitions)
 
 
-def check_params(max_evals: int, batch_size: int, fixed_context: object) -> None:
+def check_params(max_evals: int, batch_size: int, fixed_context: object, tolerance: object = 0.0) -> None:
     """Raise a ValueError that names the value for bad engine parameters."""
     if isinstance(max_evals, bool) or not isinstance(max_evals, (int, np.integer)) or max_evals < 3:
         raise ValueError(
@@ -88,6 +114,15 @@ def check_params(max_evals: int, batch_size: int, fixed_context: object) -> None
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if fixed_context is not None and (isinstance(fixed_context, bool) or fixed_context not in (0, 1)):
         raise ValueError(f"fixed_context must be None, 0 or 1, got {fixed_context!r}")
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, (int, float, np.integer, np.floating))
+        or not 0 <= float(tolerance) < 1
+    ):
+        raise ValueError(
+            f"tolerance must be a number in [0, 1) (a fraction of the largest word total; "
+            f"0: spend the whole max_evals), got {tolerance!r}"
+        )
 
 
 def _checked(out: object, n: int, T: int | None) -> np.ndarray:
@@ -120,6 +155,7 @@ def owen_values(
     fixed_context: int | None = None,
     seed: int | None = 0,
     progress: Callable[[int], None] | None = None,
+    tolerance: float = 0.0,
 ) -> OwenResult:
     """Estimate Owen values of every tree node, best first, within ``max_evals``.
 
@@ -142,8 +178,12 @@ def owen_values(
         Seed of the private random stream that breaks priority ties.
     progress : function, optional
         Called with the number of new evaluations after each call.
+    tolerance : float in [0, 1)
+        Adaptive budget: stop expanding once the largest priority left is below this
+        fraction of the largest word total ``max_t |f(image)_t - f(all masked)_t|``;
+        ``max_evals`` stays the cap. 0 (default): spend the whole budget, as shap does.
     """
-    check_params(max_evals, batch_size, fixed_context)
+    check_params(max_evals, batch_size, fixed_context, tolerance)
     rng = np.random.default_rng(seed)
     M = tree.n_leaves
     root = tree.root
@@ -207,8 +247,18 @@ def owen_values(
     first = True
     eval_count = 0
     S = None
+    line = 0.0  # the tolerance line, in score units; set after the first call
+    line_set = tolerance == 0
+    stopped = "complete"
+    priority_left = 0.0
+
+    def below_line() -> bool:
+        return line > 0.0 and -heap[0][0] < line
+
     while heap:
-        if eval_count >= budget:
+        if eval_count >= budget or below_line():
+            stopped = "budget" if eval_count >= budget else "tolerance"
+            priority_left = float(-heap[0][0])
             S = scores()
             while heap:
                 _, _, _, (m00, r00, r11, ind, weight) = heapq.heappop(heap)
@@ -218,6 +268,8 @@ def owen_values(
         batch_args = []
         batch_masks: list[Coalition] = []
         while heap and len(batch_masks) < batch_size and eval_count + len(batch_masks) < budget:
+            if below_line():
+                break
             _, _, _, (m00, r00, r11, ind, weight) = heapq.heappop(heap)
             if ind < M:
                 if first:  # a one-leaf tree: nothing to split
@@ -243,6 +295,9 @@ def owen_values(
             out_rows = run(batch_masks)
         eval_count += len(batch_masks)
         S = scores()
+        if not line_set:  # S[0] = f(all masked), S[1] = f(image): both in the first call
+            line = float(tolerance) * float(np.max(np.abs(S[1] - S[0])))
+            line_set = True
 
         for i, (m00, r00, r11, ind, lind, rind, weight) in enumerate(batch_args):
             r10 = out_rows[2 * i]
@@ -271,6 +326,9 @@ def owen_values(
     vals = np.array([dvalues[n] for n in nodes], dtype=np.float64).reshape(len(nodes), S.shape[1])
     if hits:
         logger.debug("owen: %d repeated coalitions answered from the cache", hits)
+    if stopped == "tolerance":
+        logger.debug("owen: stopped at %d evaluations, largest priority left %.3g < line %.3g",
+                     eval_count + 2, priority_left, line)
     return OwenResult(
         nodes=nodes,
         node_values=vals,
@@ -280,6 +338,8 @@ def owen_values(
         scores=S,
         n_calls=n_calls,
         budget_used=eval_count + 2,
+        stopped=stopped,
+        priority_left=priority_left,
     )
 
 

@@ -441,6 +441,7 @@ def explain_image(
     masker: MaskerLike | None = None,
     settings: Settings | None = None,
     render_size: tuple[int, int] | None = None,
+    tolerance: float = 0.0,
 ) -> Explanation:
     """Explain the caption a bound ``scorer`` holds on one image (no captioner involved).
 
@@ -461,6 +462,8 @@ def explain_image(
     render_size : (h, w), optional
         Render masked images at this size (the captioner's input size) instead of the
         image's; the tree and the values stay at full size. None: full size (shap parity).
+    tolerance : float
+        Adaptive budget (see :func:`capshap.owen.owen_values`); ``max_evals`` is then the cap.
 
     Returns
     -------
@@ -469,7 +472,7 @@ def explain_image(
     """
     from capshap.owen import check_params
 
-    check_params(max_evals, batch_size, fixed_context)
+    check_params(max_evals, batch_size, fixed_context, tolerance)
     if masker is not None:
         mask_text = "custom"
     elif isinstance(mask, np.ndarray):
@@ -480,7 +483,7 @@ def explain_image(
     base = settings if settings is not None else Settings(captioner=None, scorer=None)
     s = base.replace(mask=mask_text, max_evals=int(max_evals), batch_size=int(batch_size),
                      fixed_context=fixed_context, seed=seed, tree=tree if isinstance(tree, str) else "custom",
-                     n_segments=int(n_segments), channels=bool(channels))
+                     n_segments=int(n_segments), channels=bool(channels), tolerance=float(tolerance))
     return explain_array(image, scorer, s, tree=tree, fill=mask, masker=masker, render_size=render_size,
                          name=name, progress=progress, threads=threads)
 

@@ -131,6 +131,9 @@ class Settings:
     max_evals, batch_size, fixed_context, seed
         The Owen engine's budget (model evaluations per image), masked images per model
         call, None / 0 / 1, and the seed that breaks ties.
+    tolerance
+        Adaptive budget: stop expanding regions once the largest change left is below this
+        fraction of the largest word total (``max_evals`` is then the cap); 0: fixed budget.
     tree, n_segments, channels
         Region tree spec (``"axis"``, ``"slic"``, ``"labels:PATH"``, ...; ``"custom"`` for a
         tree object), superpixel count, and shap's channel leaves (axis tree only).
@@ -178,6 +181,7 @@ class Settings:
     batch_size: int = 50
     fixed_context: int | None = None
     seed: int | None = 0
+    tolerance: float = 0.0
     tree: str = "axis"
     n_segments: int = 64
     channels: bool = False
@@ -221,6 +225,8 @@ class Settings:
             raise SettingError("fixed_context", self.fixed_context, "must be None, 0 or 1")
         if self.seed is not None:  # numpy's SeedSequence takes non-negative integers
             _check_int("seed", self.seed, 0)
+        if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float)) or not 0 <= self.tolerance < 1:
+            raise SettingError("tolerance", self.tolerance, "must be a number in [0, 1): a fraction of the largest word total")
         _check_int("n_segments", self.n_segments, 2)
         _check_int("max_side", self.max_side, 8, allow_none=True)
         _check_int("max_pixels", self.max_pixels, 64)

@@ -47,6 +47,7 @@ ROWS: dict[str, tuple[list[str], dict[str, object]]] = {
     "--contrast": (["--contrast", "a photo of a goldfinch"], {"contrast": "a photo of a goldfinch"}),
     "--mask": (["--mask", "blur(5,5)"], {"mask": "blur(5,5)"}),
     "--max-evals": (["--max-evals", "17"], {"max_evals": 17}),
+    "--tolerance": (["--tolerance", "0.05"], {"tolerance": 0.05}),
     "--batch-size": (["--batch-size", "7"], {"batch_size": 7}),
     "--fixed-context": (["--fixed-context", "0"], {"fixed_context": 0}),
     "--tree": (["--tree", "slic"], {"tree": "slic"}),

@@ -39,6 +39,7 @@ SETTING_OF = {
     "scorer": "scorer",
     "mask": "mask",
     "max_evals": "max_evals",
+    "tolerance": "tolerance",
     "batch_size": "batch_size",
     "fixed_context": "fixed_context",
     "seed": "seed",

@@ -192,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "two thresholds a word is 'prior'-driven (the model says it with or without the image)")
     g_mask.add_argument("--mask", default="inpaint_ns", metavar="FILL", help="how hidden regions are filled: " + fill_help().replace(", or a background image array", ""))
     g_budget.add_argument("--max-evals", type=_positive_int("--max-evals", 3), default=300, metavar="N",
-                   help="model evaluations per image (the budget)")
+                   help="model evaluations per image (the budget; with --tolerance, the cap)")
+    g_budget.add_argument("--tolerance", type=_finite_positive("--tolerance"), default=0.0, metavar="F",
+                   help="adaptive budget: stop once what is left to expand cannot change any word's credit "
+                   "by more than F times the largest word total, e.g. 0.02 (default 0: spend all of --max-evals)")
     g_budget.add_argument("--batch-size", type=_positive_int("--batch-size"), default=50, metavar="N",
                    help="masked images per model call")
     g_scale.add_argument("--model-batch-size", type=_positive_int("--model-batch-size"), default=None, metavar="N",
