@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from known_words import word_scores
 
 import capshap
 from capshap import Explanation, FunctionCaptioner, FunctionScorer, explain_image
@@ -21,11 +22,7 @@ H = W = 32
 IMG = np.full((H, W, 3), 200, dtype=np.uint8)
 
 
-def _f(batch: np.ndarray) -> np.ndarray:
-    b = np.asarray(batch, dtype=np.float64) / 200.0
-    tl = b[:, : H // 2, : W // 2].mean(axis=(1, 2, 3))
-    br = b[:, H // 2 :, W // 2 :].mean(axis=(1, 2, 3))
-    return np.stack([np.full(len(b), 2.0), 4.0 * tl - 1.0, 1.0 - 3.0 * br], axis=1)
+_f = word_scores(H, scale=200.0, bird=4.0, dog=3.0)
 
 
 @pytest.fixture(scope="module")

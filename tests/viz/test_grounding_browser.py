@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from known_words import word_scores
 
 from capshap import Explanation, FunctionScorer, explain_image
 from capshap.summary import Summary, write_summary
@@ -18,12 +19,7 @@ def _img(seed: int) -> np.ndarray:
     return rng.integers(60, 256, size=(H, W, 3), dtype=np.uint8)
 
 
-def _f(batch: np.ndarray) -> np.ndarray:
-    """'a' ignores the image; 'bird' rises with the top left; 'dog' falls (more) with the bottom right."""
-    b = np.asarray(batch, dtype=np.float64) / 255.0
-    tl = b[:, : H // 2, : W // 2].mean(axis=(1, 2, 3))
-    br = b[:, H // 2 :, W // 2 :].mean(axis=(1, 2, 3))
-    return np.stack([np.full(len(b), 2.0), 8.0 * tl - 1.0, 1.0 - 12.0 * br], axis=1)
+_f = word_scores(H, scale=255.0, bird=8.0, dog=12.0)  # 'dog' falls more than 'bird' rises
 
 
 @pytest.fixture(scope="module")

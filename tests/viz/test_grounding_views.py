@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pytest
+from known_words import word_scores
 
 from capshap import Explanation, FunctionScorer, explain_image
 from capshap.cli.output import Row, grounding_of, print_summary
@@ -26,12 +27,7 @@ H = W = 32
 IMG = np.full((H, W, 3), 200, dtype=np.uint8)
 
 
-def _f(batch: np.ndarray) -> np.ndarray:
-    """'a' ignores the image, 'bird' rises with the top left, 'dog' falls (more) with the bottom right."""
-    b = np.asarray(batch, dtype=np.float64) / 200.0
-    tl = b[:, : H // 2, : W // 2].mean(axis=(1, 2, 3))
-    br = b[:, H // 2 :, W // 2 :].mean(axis=(1, 2, 3))
-    return np.stack([np.full(len(b), 2.0), 4.0 * tl - 1.0, 1.0 - 6.0 * br], axis=1)
+_f = word_scores(H, scale=200.0, bird=4.0, dog=6.0)  # 'dog' falls more than 'bird' rises
 
 
 @pytest.fixture(scope="module")
