@@ -22,56 +22,17 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 from PIL import Image
+from run_folder_helpers import FAST, counting  # noqa: F401 - counting is a fixture
+from run_folder_helpers import colour_image as _img
 
-from capshap import Explanation, FunctionCaptioner
+from capshap import Explanation
 from capshap.atomic import file_mode
-from capshap.captioners import CAPTIONERS
 from capshap.cli import main
 from capshap.runfolder import NAME_MAX, base_stem, fit_name, list_inputs
 from capshap.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--mask", "0", "--max-evals", "4", "--batch-size", "4", "--max-side", "48", "-q"]
 POLL_LIMIT = 600  # polls of 0.1 s at most: a bound, not a timing assertion
-
-
-def _img(path: Path, colour: tuple[int, int, int], seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    a = np.clip(np.array(colour)[None, None, :] + rng.integers(-20, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(a).save(path)
-    return path
-
-
-def _colour_caption(img: np.ndarray) -> str:
-    m = img.reshape(-1, 3).mean(0)
-    return ("a red thing", "a green thing", "a blue thing")[int(np.argmax(m))]
-
-
-class Counting:
-    """A registered captioner that counts its calls and can fail or stop on blue images."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.on_blue: BaseException | None = None
-
-    def __call__(self, img: np.ndarray) -> str:
-        self.calls += 1
-        cap = _colour_caption(img)
-        if cap == "a blue thing" and self.on_blue is not None:
-            raise self.on_blue
-        return cap
-
-
-@pytest.fixture
-def counting():
-    c = Counting()
-    CAPTIONERS.register("counting", lambda arg, options, context: FunctionCaptioner(c, name="counting"),
-                        help="counts calls (a test)")
-    try:
-        yield c
-    finally:
-        CAPTIONERS.unregister("counting")
 
 
 def _run(counting_args: list[str]) -> int:

@@ -16,12 +16,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np
 import pytest
-from PIL import Image
+from run_folder_helpers import FAST, counting  # noqa: F401 - counting is a fixture
+from run_folder_helpers import colour_image as _img
 
-from capshap import Explanation, FunctionCaptioner
-from capshap.captioners import CAPTIONERS
+from capshap import Explanation
 from capshap.cli import main
 from capshap.runfolder import (
     LOCK,
@@ -35,37 +34,6 @@ from capshap.runfolder import (
     written_by_capshap,
 )
 from capshap.settings import Settings
-
-FAST = ["--mask", "0", "--max-evals", "4", "--batch-size", "4", "--max-side", "48", "-q"]
-
-
-def _img(path: Path, colour: tuple[int, int, int], seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    a = np.clip(np.array(colour)[None, None, :] + rng.integers(-20, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(a).save(path)
-    return path
-
-
-class Counting:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, img: np.ndarray) -> str:
-        self.calls += 1
-        m = img.reshape(-1, 3).mean(0)
-        return ("a red thing", "a green thing", "a blue thing")[int(np.argmax(m))]
-
-
-@pytest.fixture
-def counting():
-    c = Counting()
-    CAPTIONERS.register("counting", lambda arg, options, context: FunctionCaptioner(c, name="counting"),
-                        help="counts calls (a test)")
-    try:
-        yield c
-    finally:
-        CAPTIONERS.unregister("counting")
 
 
 def _run(*args: str) -> int:
