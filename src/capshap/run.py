@@ -279,7 +279,7 @@ class Run:
         summary = Summary(mask_regions(arg) if kind == "masks" and arg else None,
                           thresholds=Thresholds(s.grounded_above, s.contradicted_below))
         try:
-            for stem, exp in self._done():
+            for _, stem, exp in rf.done_explanations():
                 summary.add(exp, link=f"{stem}.png")
             if summary.to_dict().get("images"):
                 write_summary(summary.to_dict(), rf.path)
@@ -314,32 +314,12 @@ class Run:
         return [exp for _, exp in sorted(got, key=lambda t: t[0])]
 
     def _folder_explanations(self, fresh: list[Explanation]) -> list[Explanation]:
-        """Every done image of the folder's inputs, in input order: this run's explanations
+        """Every done image of this run's inputs, in input order: this run's explanations
         as they are, earlier runs' loaded from their files."""
-        by_source = {str(e.params.get("source")): e for e in fresh}
-        return [exp for _, exp in self._done(by_source)]
-
-    def _done(self, fresh: dict[str, Explanation] | None = None) -> Iterator[tuple[str, Explanation]]:
-        """(stem, explanation) of every done image of the folder, in input order: those in
-        ``fresh`` (by source path) as they are, the others loaded from their files (an
-        unreadable one is left out with a warning)."""
-        from capshap.explanation import Explanation
-
         rf = self.folder
-        for f in rf.inputs:
-            if not rf.is_done(f.key):
-                continue
-            stem = rf.record(f.key).get("stem")
-            if not stem:
-                continue
-            exp = (fresh or {}).get(str(f.path))
-            if exp is None:
-                try:
-                    exp = Explanation.load(rf.path / str(stem))
-                except (OSError, ValueError) as e:
-                    logger.warning("left out %s: %s", f.name, e)
-                    continue
-            yield str(stem), exp
+        inputs = {f.key for f in rf.inputs}
+        by_source = {str(e.params.get("source")): e for e in fresh}
+        return [exp for key, _, exp in rf.done_explanations(by_source) if key in inputs]
 
 
 # -------------------------------------------------------------------------------- API

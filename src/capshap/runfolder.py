@@ -58,7 +58,7 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -863,18 +863,26 @@ class RunFolder:
             return None
         return rep.write(self.path / INDEX)  # index.html, index-2.html, ... (atomic each)
 
-    def done_explanations(self) -> Iterator[Any]:
-        """The saved explanations of every done image, loaded one at a time (unreadable
-        ones are skipped with a warning)."""
+    def done_explanations(self, fresh: Mapping[str, Any] | None = None) -> Iterator[tuple[str, str, Any]]:
+        """``(key, stem, explanation)`` of every done image of the folder, this run's inputs
+        first, in order. Explanations in ``fresh`` (by source path or key) are given as they
+        are; the others are loaded one at a time (unreadable ones are skipped with a
+        warning)."""
         from capshap.explanation import Explanation
 
+        known = {self._key_of(k, strict=False): exp for k, exp in (fresh or {}).items()}
         for k in self._order():
             rec = self.images.get(k, {})
-            if k in self._done and rec.get("stem"):
+            if k not in self._done or not rec.get("stem"):
+                continue
+            exp = known.get(k)
+            if exp is None:
                 try:
-                    yield Explanation.load(self.path / str(rec["stem"]))
+                    exp = Explanation.load(self.path / str(rec["stem"]))
                 except (OSError, ValueError) as e:
-                    logger.warning("summary: left out %s: %s", rec.get("name"), e)
+                    logger.warning("left out %s: %s", rec.get("name"), e)
+                    continue
+            yield k, str(rec["stem"]), exp
 
     def close(self) -> None:
         """Release the lock. A session that recorded nothing (a usage error after
